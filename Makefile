@@ -1,0 +1,49 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# kstls: the out-of-tree Rust module, its library, tests and guest.
+#
+#   make demo        set everything up, boot the guest with kstls loaded, show it working
+#   make check       set everything up and run every test (KUnit + selftests in the guest)
+#   make vm-run CMD='...' [VM_EXTRA=dir]   run a command in the guest with kstls loaded
+#   make KDIR=... [LLVM=1]                 build kstls.ko against your own Rust-enabled kernel
+#
+# Without KDIR, the project's own test kernel (built by scripts/kernel.sh in the cache,
+# ~/.cache/kstls) is used.
+
+KSTLS_CACHE ?= $(HOME)/.cache/kstls
+export KSTLS_CACHE
+KDIR ?= $(shell scripts/kernel.sh dir 2>/dev/null)
+# Debian's rustc-web (which ships the matching rust-src), never a rustup toolchain.
+RUSTC ?= /usr/bin/rustc
+HOSTRUSTC ?= $(RUSTC)
+BINDGEN ?= $(firstword $(wildcard $(KSTLS_CACHE)/tools/bin/bindgen) bindgen)
+LIBCLANG_PATH ?= $(wildcard /usr/lib/llvm-19/lib)
+export LIBCLANG_PATH
+KMAKE_VARS = RUSTC=$(RUSTC) HOSTRUSTC=$(HOSTRUSTC) BINDGEN=$(BINDGEN) $(if $(LLVM),LLVM=$(LLVM))
+
+all: modules
+
+modules modules_install clean rust-analyzer:
+	@test -n "$(KDIR)" -a -d "$(KDIR)" || { echo "KDIR is not a kernel build directory (run 'make kernel' or pass KDIR=...)"; exit 1; }
+	$(MAKE) -C $(KDIR) M=$(CURDIR) $(KMAKE_VARS) $@
+
+setup:
+	scripts/setup.sh
+
+kernel: setup
+	scripts/kernel.sh build
+
+selftests:
+	$(MAKE) -C selftests KDIR=$(KDIR)
+
+check:
+	scripts/check.sh
+
+demo:
+	scripts/demo.sh
+
+vm-run:
+	@test -n "$(CMD)" || { echo "usage: make vm-run CMD='...' [VM_EXTRA=dir]"; exit 2; }
+	scripts/vm.sh run $(if $(VM_EXTRA),--extra $(VM_EXTRA)) -- $(CMD)
+
+.PHONY: all modules modules_install clean rust-analyzer setup kernel selftests check demo vm-run

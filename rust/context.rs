@@ -1,0 +1,448 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The context behind one open `/dev/kstls`: a process's TLS modules and its threads' tables.
+//!
+//! One `Context` per open file, owned by the process (the mm) that opened it: a call from any
+//! other address space, through an fd inherited over fork or passed with `SCM_RIGHTS`, is refused
+//! with `EPERM` before anything is read. Everything mutable sits behind one mutex, the only lock
+//! of the slow path. Lock order: the context mutex, then the mmap lock (taken by `vm_mmap` and by
+//! faults while a block is initialised); nothing here runs with the mmap lock held.
+//!
+//! Thread exit is detected by the module itself: each `Thread` holds a reference to its task, a
+//! table whose task has `PF_EXITING` is reclaimed (its blocks go back to their pools) whenever a
+//! new thread makes its first call and whenever the counters are read, and a new task that reuses
+//! a tid never sees the table of the task that had it before.
+
+use kernel::{
+    mm::Mm,
+    new_mutex,
+    prelude::*,
+    rbtree::RBTree,
+    seq_file::{
+        seq_print,
+        SeqFile, //
+    },
+    sync::{
+        aref::ARef,
+        Mutex, //
+    },
+    task::{
+        Pid,
+        Task, //
+    },
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    },
+};
+
+use crate::arch;
+use crate::block::BlockPool;
+use crate::registry::{
+    Layout,
+    Module,
+    Registry,
+    LIMITS, //
+};
+use crate::thread::Thread;
+use crate::uapi::*;
+use crate::usermem::{
+    self,
+    OwnerMm, //
+};
+
+/// Counters that outlive threads and modules.
+#[derive(Default)]
+struct Totals {
+    lookups: u64,
+    allocs: u64,
+    thread_exits: u64,
+}
+
+/// The fields protected by the context lock.
+struct Inner {
+    registry: Registry,
+    threads: RBTree<Pid, Thread>,
+    /// Bytes of user memory mapped for blocks, by all pools.
+    mapped: u64,
+    /// Bytes of `.tdata` snapshots held for all modules.
+    image_bytes: u64,
+    totals: Totals,
+}
+
+/// The state of one open `/dev/kstls`.
+#[pin_data(PinnedDrop)]
+pub(crate) struct Context {
+    /// The address space this context serves; the reference (`mmgrab`) keeps the pointer from
+    /// being reused, so comparing it with `current->mm` is an identity check.
+    mm: ARef<Mm>,
+    /// The process that opened the context, for diagnostics.
+    tgid: Pid,
+    #[pin]
+    inner: Mutex<Inner>,
+}
+
+/// Puts the blocks of a table whose thread is gone back into their pools.
+fn reclaim(registry: &mut Registry, t: &Thread, totals: &mut Totals) {
+    for (slot, b) in t.blocks() {
+        // A block in a slot always belongs to the module registered there now: `UNREGISTER`
+        // takes a module's blocks out of every table before the slot can be reused.
+        if let Some(m) = registry.by_slot_mut(slot) {
+            m.pool.free(b.addr);
+        }
+    }
+    totals.thread_exits += 1;
+}
+
+impl Inner {
+    /// Reclaims the tables of every thread that has exited.
+    fn sweep(&mut self) {
+        let Self {
+            registry,
+            threads,
+            totals,
+            ..
+        } = self;
+        let mut cursor = threads.cursor_front_mut();
+        while let Some(c) = cursor {
+            if c.current().1.exited() {
+                let (next, node) = c.remove_current();
+                reclaim(registry, &node.to_key_value().1, totals);
+                cursor = next;
+            } else {
+                cursor = c.move_next();
+            }
+        }
+    }
+
+    /// Live blocks of all modules, and their bytes.
+    fn live_blocks(&self) -> (u64, u64) {
+        self.registry.iter().fold((0, 0), |(n, b), m| {
+            (n + m.pool.live, b + m.pool.live * m.layout.memsz as u64)
+        })
+    }
+}
+
+impl Context {
+    /// A context for the calling process.
+    pub(crate) fn new() -> Result<impl PinInit<Self, Error>> {
+        let cur = kernel::current!();
+        // Kernel threads have no address space to put blocks in.
+        let mm: ARef<Mm> = ARef::from(&**cur.mm().ok_or(EINVAL)?);
+        let tgid = cur.tgid();
+        Ok(try_pin_init!(Self {
+            mm,
+            tgid,
+            inner <- new_mutex!(Inner {
+                registry: Registry::new(),
+                threads: RBTree::new(),
+                mapped: 0,
+                image_bytes: 0,
+                totals: Totals::default(),
+            }),
+        }))
+    }
+
+    /// The proof that the caller runs in this context's process; `EPERM` otherwise.
+    fn owner(&self) -> Result<OwnerMm<'_>> {
+        OwnerMm::check(&self.mm).ok_or(EPERM)
+    }
+
+    /// `KSTLS_IOC_REGISTER`: validates the descriptor, snapshots the image, returns the id.
+    pub(crate) fn register(&self, r: &kstls_register) -> Result<u64> {
+        let _owner = self.owner()?;
+        if r.flags != 0 || r.reserved0 != 0 || r.reserved.iter().any(|&v| v != 0) {
+            return Err(EINVAL);
+        }
+        let layout = Layout::new(r.filesz, r.memsz, r.align, r.align_offset, &LIMITS)?;
+        // The snapshot is read before taking the lock: no user copy under the lock when it can
+        // be avoided. Its size is bounded by `max_image_size`.
+        let mut image = KVVec::with_capacity(layout.filesz, GFP_KERNEL)?;
+        let src = usize::try_from(r.image).map_err(|_| EFAULT)?;
+        UserSlice::new(UserPtr::from_addr(src), layout.filesz).read_all(&mut image, GFP_KERNEL)?;
+
+        let mut g = self.inner.lock();
+        let filesz = layout.filesz as u64;
+        let total = g.image_bytes.checked_add(filesz).ok_or(E2BIG)?;
+        if total > LIMITS.max_image_total {
+            return Err(E2BIG);
+        }
+        let id = g.registry.insert(LIMITS.max_modules, |id| {
+            Ok(Module {
+                id,
+                layout,
+                image,
+                pool: BlockPool::new(),
+                lookups: 0,
+                allocs: 0,
+            })
+        })?;
+        g.image_bytes = total;
+        Ok(id.encode())
+    }
+
+    /// `KSTLS_IOC_UNREGISTER`: frees every thread's block of the module and its arenas.
+    pub(crate) fn unregister(&self, id: u64) -> Result {
+        let owner = self.owner()?;
+        let mut g = self.inner.lock();
+        let mut m = g.registry.remove(id)?;
+        for t in g.threads.values_mut() {
+            t.take(m.id.slot, m.layout.memsz);
+        }
+        g.mapped -= m.pool.unmap_all(&owner);
+        g.image_bytes -= m.layout.filesz as u64;
+        drop(g);
+        // The snapshot is freed here, after the lock is dropped.
+        drop(m);
+        Ok(())
+    }
+
+    /// `KSTLS_IOC_GET_ADDR`: the address of `offset` in the calling thread's block of `module`,
+    /// allocating and initialising the block on first touch.
+    pub(crate) fn get_addr(&self, module: u64, offset: u64) -> Result<u64> {
+        let owner = self.owner()?;
+        let cur = kernel::current!();
+        let task: &Task = &cur;
+        let pid = task.pid();
+
+        let mut g = self.inner.lock();
+        let inner = &mut *g;
+        let (slot, layout) = {
+            let m = inner.registry.get_mut(module)?;
+            (m.id.slot, m.layout)
+        };
+        if offset >= layout.memsz as u64 {
+            return Err(EINVAL);
+        }
+
+        if !matches!(inner.threads.get(&pid), Some(t) if t.is(task)) {
+            // A table under this tid belongs to an earlier task, which has exited.
+            if let Some(old) = inner.threads.remove(&pid) {
+                reclaim(&mut inner.registry, &old, &mut inner.totals);
+            }
+            // A new thread: a good time to reclaim those that are gone.
+            inner.sweep();
+            inner
+                .threads
+                .try_create_and_insert(pid, Thread::new(task, arch::current_fsbase()), GFP_KERNEL)?;
+        }
+        let Inner {
+            registry,
+            threads,
+            mapped,
+            totals,
+            ..
+        } = inner;
+        let t = threads.get_mut(&pid).ok_or(EINVAL)?;
+        let m = registry.by_slot_mut(slot).ok_or(EINVAL)?;
+
+        let block = match t.block(slot) {
+            Some(b) => b.addr,
+            None => {
+                t.reserve(slot)?;
+                let mut budget = LIMITS.max_block_bytes.saturating_sub(*mapped);
+                let before = budget;
+                let nb = m.pool.alloc(&layout, &mut budget, &owner)?;
+                *mapped += before - budget;
+                if let Err(e) = owner.init_block(nb.addr, &m.image, layout.memsz, nb.fresh) {
+                    m.pool.free(nb.addr);
+                    return Err(e);
+                }
+                t.set(slot, nb.addr, layout.memsz);
+                m.allocs += 1;
+                totals.allocs += 1;
+                nb.addr
+            }
+        };
+        if let Some(b) = t.block(slot) {
+            b.lookups += 1;
+        }
+        t.lookups += 1;
+        m.lookups += 1;
+        totals.lookups += 1;
+        // Cannot overflow: `offset < memsz` and the block lies inside a mapping.
+        Ok((block + offset as usize) as u64)
+    }
+
+    /// `KSTLS_IOC_ADOPT`: takes over, in a forked child, what `parent` (the context of the
+    /// process that forked it) had for the forking thread.
+    pub(crate) fn adopt(&self, parent: &Context) -> Result {
+        let _owner = self.owner()?;
+        if core::ptr::eq(self.mm.as_raw(), parent.mm.as_raw()) {
+            // The same process: there is nothing to adopt.
+            return Err(EINVAL);
+        }
+        if !usermem::parent_runs_in(&parent.mm) {
+            return Err(EPERM);
+        }
+        let cur = kernel::current!();
+        let task: &Task = &cur;
+        let fsbase = arch::current_fsbase();
+
+        // The child's state is built under the parent's lock alone; the two context locks are
+        // never held together.
+        let (registry, thread, mapped, image_bytes) = {
+            let g = parent.inner.lock();
+            // The child's only thread is the copy of the parent thread that forked: the one with
+            // the same thread pointer (a dead thread may have had it too, so skip those).
+            let forker = g.threads.values().find(|t| t.fsbase == fsbase && !t.exited());
+            let registry = g.registry.fork_copy(|m| {
+                let slot = m.id.slot;
+                let kept = forker.and_then(|t| t.block_addr(slot));
+                let others = g
+                    .threads
+                    .values()
+                    .filter_map(move |t| t.block_addr(slot))
+                    .filter(move |a| Some(*a) != kept);
+                m.pool.fork_copy(kept, others)
+            })?;
+            let mut thread = Thread::new(task, fsbase);
+            if let Some(f) = forker {
+                for (slot, b) in f.blocks() {
+                    let memsz = g.registry.iter().find(|m| m.id.slot == slot).map(|m| m.layout.memsz);
+                    thread.inherit(slot, b.addr, memsz.unwrap_or(0))?;
+                }
+            }
+            (registry, thread, g.mapped, g.image_bytes)
+        };
+
+        let mut g = self.inner.lock();
+        if g.registry.len() != 0 || !g.threads.is_empty() {
+            return Err(EINVAL);
+        }
+        g.threads
+            .try_create_and_insert(task.pid(), thread, GFP_KERNEL)?;
+        g.registry = registry;
+        g.mapped = mapped;
+        g.image_bytes = image_bytes;
+        Ok(())
+    }
+
+    /// `KSTLS_IOC_INFO`.
+    pub(crate) fn info(&self) -> Result<kstls_info> {
+        let _owner = self.owner()?;
+        let mut g = self.inner.lock();
+        g.sweep();
+        Ok(kstls_info {
+            abi_version: KSTLS_ABI_VERSION,
+            features: KSTLS_FEAT_EXIT_TRACKING
+                | KSTLS_FEAT_STATS
+                | KSTLS_FEAT_FDINFO
+                | KSTLS_FEAT_ADOPT,
+            max_modules: LIMITS.max_modules,
+            max_align: LIMITS.max_align,
+            max_image_size: LIMITS.max_image_size,
+            max_block_bytes: LIMITS.max_block_bytes,
+            nr_modules: g.registry.len() as u32,
+            nr_threads: g.threads.values().filter(|t| t.nr_blocks > 0).count() as u32,
+            block_bytes: g.mapped,
+            max_image_total: LIMITS.max_image_total,
+            image_bytes: g.image_bytes,
+            ..Default::default()
+        })
+    }
+
+    /// `KSTLS_IOC_STATS`: counters, optionally narrowed to a module and/or a thread.
+    pub(crate) fn stats(&self, q: &kstls_stats) -> Result<kstls_stats> {
+        let _owner = self.owner()?;
+        if q.reserved0 != 0 {
+            return Err(EINVAL);
+        }
+        let tid = Pid::try_from(q.tid).map_err(|_| EINVAL)?;
+        let mut out = kstls_stats {
+            module: q.module,
+            tid: q.tid,
+            ..Default::default()
+        };
+        let mut g = self.inner.lock();
+        g.sweep();
+        let (all_blocks, all_bytes) = g.live_blocks();
+        let Inner {
+            registry,
+            threads,
+            totals,
+            ..
+        } = &mut *g;
+        let module = match q.module {
+            0 => None,
+            id => Some(registry.get_mut(id)?),
+        };
+        match (module, tid) {
+            (None, 0) => {
+                out.lookups = totals.lookups;
+                out.allocs = totals.allocs;
+                out.blocks = all_blocks;
+                out.block_bytes = all_bytes;
+                out.thread_exits = totals.thread_exits;
+            }
+            (Some(m), 0) => {
+                out.lookups = m.lookups;
+                out.allocs = m.allocs;
+                out.blocks = m.pool.live;
+                out.block_bytes = m.pool.live * m.layout.memsz as u64;
+            }
+            (None, tid) => {
+                if let Some(t) = threads.get(&tid) {
+                    out.lookups = t.lookups;
+                    out.allocs = t.allocs;
+                    out.blocks = t.nr_blocks;
+                    out.block_bytes = t.block_bytes;
+                }
+            }
+            (Some(m), tid) => {
+                if let Some(b) = threads.get_mut(&tid).and_then(|t| t.block(m.id.slot)) {
+                    out.lookups = b.lookups;
+                    out.allocs = 1;
+                    out.blocks = 1;
+                    out.block_bytes = m.layout.memsz as u64;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `/proc/<pid>/fdinfo/<fd>`: the state of the context, readable by an operator.
+    pub(crate) fn show(&self, m: &SeqFile) {
+        let g = self.inner.lock();
+        let (blocks, bytes) = g.live_blocks();
+        seq_print!(m, "kstls-abi:\t{}\n", KSTLS_ABI_VERSION);
+        seq_print!(m, "owner-tgid:\t{}\n", self.tgid);
+        seq_print!(m, "modules:\t{}\n", g.registry.len());
+        seq_print!(m, "threads:\t{}\n", g.threads.values().count());
+        seq_print!(m, "blocks:\t{}\n", blocks);
+        seq_print!(m, "block-bytes:\t{}\n", bytes);
+        seq_print!(m, "mapped-bytes:\t{}\n", g.mapped);
+        seq_print!(m, "image-bytes:\t{}\n", g.image_bytes);
+        seq_print!(m, "lookups:\t{}\n", g.totals.lookups);
+        seq_print!(m, "allocs:\t{}\n", g.totals.allocs);
+        seq_print!(m, "thread-exits:\t{}\n", g.totals.thread_exits);
+        for md in g.registry.iter() {
+            seq_print!(
+                m,
+                "module:\t{:#x} filesz={} memsz={} align={} align_offset={} blocks={} lookups={} allocs={}\n",
+                md.id.encode(),
+                md.layout.filesz,
+                md.layout.memsz,
+                md.layout.align,
+                md.layout.align_offset,
+                md.pool.live,
+                md.lookups,
+                md.allocs
+            );
+        }
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for Context {
+    fn drop(self: Pin<&mut Self>) {
+        // Closed by its own process: give the arenas back. At exit or exec the address space is
+        // already gone or replaced, and there is nothing to unmap.
+        if let Some(owner) = OwnerMm::check(&self.mm) {
+            let mut g = self.inner.lock();
+            for m in g.registry.iter_mut() {
+                m.pool.unmap_all(&owner);
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! kstls: thread-local storage served by the kernel, through the misc device `/dev/kstls`.
+//!
+//! A process opens `/dev/kstls` and gets a context (see `context.rs`): it registers each TLS
+//! module (the `PT_TLS` header of an executable or shared object) and asks, per thread, for the
+//! address of a variable in that thread's block, which the module allocates in the process's own
+//! memory on first touch, with `.tdata` copied and `.tbss` zeroed and the address congruent to
+//! `p_vaddr` modulo `p_align`. This is what `__tls_get_addr` needs, served without any libc's
+//! dynamic linker. The ABI is `uapi/kstls.h`.
+//!
+//! Files: `uapi.rs` (the generated ABI), `context.rs` (one per open file), `registry.rs` (modules
+//! and ids), `thread.rs` (one table per thread), `block.rs` (block pools in user memory),
+//! `usermem.rs` (the raw `vm_mmap` bindings, wrapped once).
+//!
+//! A complete user-space program that uses every ioctl, including one that must fail:
+//!
+//! ```c
+//! #include <assert.h>
+//! #include <errno.h>
+//! #include <fcntl.h>
+//! #include <stdio.h>
+//! #include <string.h>
+//! #include <sys/ioctl.h>
+//! #include <unistd.h>
+//! #include "kstls.h"
+//!
+//! static const char image[8] = "kstls!";   /* .tdata: 8 bytes, then 8 bytes of .tbss */
+//!
+//! int main(void)
+//! {
+//!         struct kstls_info info = { 0 };
+//!         struct kstls_register reg = {
+//!                 .image = (__u64)(unsigned long)image, .filesz = 8, .memsz = 16,
+//!                 .align = 16, .align_offset = 0,
+//!         };
+//!         struct kstls_get_addr ga = { 0 };
+//!         struct kstls_stats st = { 0 };
+//!         struct kstls_unregister unreg = { 0 };
+//!         int fd = open(KSTLS_DEVICE_PATH, O_RDWR | O_CLOEXEC);
+//!
+//!         if (fd < 0 || ioctl(fd, KSTLS_IOC_INFO, &info))
+//!                 return perror("kstls"), 1;
+//!         printf("abi %u, max %u modules\n", info.abi_version, info.max_modules);
+//!
+//!         if (ioctl(fd, KSTLS_IOC_REGISTER, &reg))
+//!                 return perror("REGISTER"), 1;
+//!
+//!         ga.ti.module = reg.module;
+//!         ga.ti.offset = 0;
+//!         if (ioctl(fd, KSTLS_IOC_GET_ADDR, &ga))
+//!                 return perror("GET_ADDR"), 1;
+//!         char *block = (char *)(unsigned long)ga.addr;
+//!         assert(ga.addr % 16 == 0 && !strcmp(block, "kstls!") && block[15] == 0);
+//!
+//!         st.module = reg.module;
+//!         if (ioctl(fd, KSTLS_IOC_STATS, &st))
+//!                 return perror("STATS"), 1;
+//!         printf("%llu lookups, %llu blocks\n", st.lookups, st.blocks);
+//!
+//!         /* Must fail: the offset lies outside the module's 16 bytes. */
+//!         ga.ti.offset = 16;
+//!         assert(ioctl(fd, KSTLS_IOC_GET_ADDR, &ga) == -1 && errno == EINVAL);
+//!
+//!         unreg.module = reg.module;
+//!         if (ioctl(fd, KSTLS_IOC_UNREGISTER, &unreg))
+//!                 return perror("UNREGISTER"), 1;
+//!         close(fd);
+//!         return 0;
+//! }
+//! ```
+
+use kernel::{
+    fs::{
+        File,
+        LocalFile, //
+    },
+    ioctl::_IOC_SIZE,
+    miscdevice::{
+        MiscDevice,
+        MiscDeviceOptions,
+        MiscDeviceRegistration, //
+    },
+    prelude::*,
+    seq_file::SeqFile,
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    },
+};
+
+mod arch;
+mod block;
+mod context;
+mod registry;
+mod thread;
+mod uapi;
+mod usermem;
+
+use context::Context;
+use uapi::*;
+
+module! {
+    type: KstlsModule,
+    name: "kstls",
+    authors: ["The kstls developers"],
+    description: "Thread-local storage served by the kernel (/dev/kstls)",
+    license: "GPL",
+}
+
+#[pin_data]
+struct KstlsModule {
+    #[pin]
+    _miscdev: MiscDeviceRegistration<KstlsDevice>,
+}
+
+impl kernel::InPlaceModule for KstlsModule {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        pr_info!("kstls: ABI {}, /dev/kstls ready\n", KSTLS_ABI_VERSION);
+        try_pin_init!(Self {
+            _miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"kstls" }),
+        })
+    }
+}
+
+/// The misc device; its per-open state is a `Context`.
+struct KstlsDevice;
+
+#[vtable]
+impl MiscDevice for KstlsDevice {
+    type Ptr = Pin<KBox<Context>>;
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Self::Ptr> {
+        KBox::try_pin_init(Context::new()?, GFP_KERNEL)
+    }
+
+    fn ioctl(ctx: Pin<&Context>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        let size = _IOC_SIZE(cmd);
+        match cmd {
+            KSTLS_IOC_INFO => ioc_info(&ctx, user(arg, size)),
+            KSTLS_IOC_REGISTER => ioc_register(&ctx, user(arg, size)),
+            KSTLS_IOC_UNREGISTER => ioc_unregister(&ctx, user(arg, size)),
+            KSTLS_IOC_GET_ADDR => ioc_get_addr(&ctx, arg),
+            KSTLS_IOC_STATS => ioc_stats(&ctx, user(arg, size)),
+            KSTLS_IOC_ADOPT => ioc_adopt(&ctx, file, user(arg, size)),
+            _ => Err(ENOTTY),
+        }
+        .map(|()| 0)
+    }
+
+    fn show_fdinfo(ctx: Pin<&Context>, m: &SeqFile, _file: &File) {
+        ctx.show(m);
+    }
+}
+
+/// The user buffer an ioctl argument points to, `size` bytes as the command encodes.
+fn user(arg: usize, size: usize) -> UserSlice {
+    UserSlice::new(UserPtr::from_addr(arg), size)
+}
+
+fn ioc_info(ctx: &Context, buf: UserSlice) -> Result {
+    let info = ctx.info()?;
+    buf.writer().write(&info)
+}
+
+fn ioc_register(ctx: &Context, buf: UserSlice) -> Result {
+    let (mut r, mut w) = buf.reader_writer();
+    let mut reg: kstls_register = r.read()?;
+    reg.module = ctx.register(&reg)?;
+    w.write(&reg)
+}
+
+fn ioc_unregister(ctx: &Context, buf: UserSlice) -> Result {
+    let u: kstls_unregister = buf.reader().read()?;
+    if u.reserved != 0 {
+        return Err(EINVAL);
+    }
+    ctx.unregister(u.module)
+}
+
+/// The strict path: one 16-byte copy in (the compiler's `tls_index`), one 8-byte copy out.
+fn ioc_get_addr(ctx: &Context, arg: usize) -> Result {
+    let ti: kstls_tls_index = user(arg, GET_ADDR_IN_SIZE).reader().read()?;
+    let addr = ctx.get_addr(ti.module, ti.offset)?;
+    let out = arg.checked_add(GET_ADDR_IN_SIZE).ok_or(EFAULT)?;
+    user(out, core::mem::size_of::<u64>()).writer().write(&addr)
+}
+
+fn ioc_stats(ctx: &Context, buf: UserSlice) -> Result {
+    let (mut r, mut w) = buf.reader_writer();
+    let q: kstls_stats = r.read()?;
+    w.write(&ctx.stats(&q)?)
+}
+
+fn ioc_adopt(ctx: &Context, file: &File, buf: UserSlice) -> Result {
+    let a: kstls_adopt = buf.reader().read()?;
+    if a.reserved0 != 0 || a.reserved != 0 {
+        return Err(EINVAL);
+    }
+    let parent_file = LocalFile::fget(a.parent_fd)?;
+    // SAFETY: Both files are kept alive by references (`file` by the ioctl, `parent_file` by
+    // `fget`), so reading their `f_op` is valid; `misc_open` set it when they were opened and it
+    // does not change afterwards.
+    let ours = unsafe { (*parent_file.as_ptr()).f_op == (*file.as_ptr()).f_op };
+    if !ours {
+        return Err(EINVAL);
+    }
+    // SAFETY: A file with kstls's `f_op` was opened by `KstlsDevice::open`, so its private data is
+    // the pointer `Pin<KBox<Context>>::into_foreign` returned; the context is dropped only by the
+    // file's release, which cannot run while `parent_file` holds a reference.
+    let parent = unsafe { &*((*parent_file.as_ptr()).private_data as *const Context) };
+    ctx.adopt(parent)
+}

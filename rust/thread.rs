@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The TLS table of one thread: module slot -> that thread's block.
+//!
+//! One `Thread` per task of the owning process that has called `GET_ADDR`, kept in the context's
+//! tree by tid. It holds a reference to its task, so a later task with the same tid is told apart
+//! (task identity, not tid, decides whose blocks these are) and the exit of the task can be seen
+//! from its flags without any hook into the exit path.
+
+use core::ptr;
+
+use kernel::{
+    bindings,
+    prelude::*,
+    sync::aref::ARef,
+    task::Task, //
+};
+
+/// One thread's block of one module.
+#[derive(Clone, Copy)]
+pub(crate) struct Block {
+    pub(crate) addr: usize,
+    /// `GET_ADDR` calls of this thread for this module.
+    pub(crate) lookups: u64,
+}
+
+/// The blocks of one thread, indexed by registry slot.
+pub(crate) struct Thread {
+    task: ARef<Task>,
+    /// The task's FS base (thread pointer) when the table was made; `ADOPT` finds a forked
+    /// child's thread by it.
+    pub(crate) fsbase: u64,
+    blocks: KVec<Option<Block>>,
+    /// Live blocks in `blocks`.
+    pub(crate) nr_blocks: u64,
+    /// Bytes of those blocks.
+    pub(crate) block_bytes: u64,
+    /// `GET_ADDR` calls of this thread.
+    pub(crate) lookups: u64,
+    /// Blocks allocated for this thread on first touch.
+    pub(crate) allocs: u64,
+}
+
+impl Thread {
+    pub(crate) fn new(task: &Task, fsbase: u64) -> Self {
+        Self {
+            task: task.into(),
+            fsbase,
+            blocks: KVec::new(),
+            nr_blocks: 0,
+            block_bytes: 0,
+            lookups: 0,
+            allocs: 0,
+        }
+    }
+
+    /// Whether this table belongs to `task` (and not to an earlier task with the same tid).
+    pub(crate) fn is(&self, task: &Task) -> bool {
+        *self.task == *task
+    }
+
+    /// Whether the task has begun to exit: it will never run user code again, so its blocks can
+    /// be reclaimed.
+    pub(crate) fn exited(&self) -> bool {
+        // SAFETY: `self.task` holds a reference, so the task struct is valid. `flags` is a plain
+        // word that the task updates about itself; a racy read can only see PF_EXITING late,
+        // which delays reclamation, never makes it early, since the flag is never cleared.
+        let flags = unsafe { ptr::read_volatile(&raw const (*self.task.as_ptr()).flags) };
+        flags & bindings::PF_EXITING != 0
+    }
+
+    pub(crate) fn block(&mut self, slot: u32) -> Option<&mut Block> {
+        self.blocks.get_mut(slot as usize)?.as_mut()
+    }
+
+    /// The address of the block of `slot`, if the thread has one.
+    pub(crate) fn block_addr(&self, slot: u32) -> Option<usize> {
+        Some(self.blocks.get(slot as usize)?.as_ref()?.addr)
+    }
+
+    /// Makes room for a block in `slot`, the only allocation of this table, so that `set` cannot
+    /// fail after the block has been allocated.
+    pub(crate) fn reserve(&mut self, slot: u32) -> Result {
+        let want = slot as usize + 1;
+        if self.blocks.len() < want {
+            self.blocks.resize(want, None, GFP_KERNEL)?;
+        }
+        Ok(())
+    }
+
+    /// Records a new block; `reserve(slot)` must have succeeded.
+    pub(crate) fn set(&mut self, slot: u32, addr: usize, bytes: usize) {
+        if let Some(b) = self.blocks.get_mut(slot as usize) {
+            *b = Some(Block { addr, lookups: 0 });
+            self.nr_blocks += 1;
+            self.block_bytes += bytes as u64;
+            self.allocs += 1;
+        }
+    }
+
+    /// Records a block inherited over fork (not a first-touch allocation).
+    pub(crate) fn inherit(&mut self, slot: u32, addr: usize, bytes: usize) -> Result {
+        self.reserve(slot)?;
+        self.set(slot, addr, bytes);
+        self.allocs -= 1;
+        Ok(())
+    }
+
+    /// Forgets the block of `slot` (its module is gone); returns it.
+    pub(crate) fn take(&mut self, slot: u32, bytes: usize) -> Option<Block> {
+        let b = self.blocks.get_mut(slot as usize)?.take()?;
+        self.nr_blocks -= 1;
+        self.block_bytes -= bytes as u64;
+        Some(b)
+    }
+
+    /// Every block with its slot, for reclamation when the thread is gone.
+    pub(crate) fn blocks(&self) -> impl Iterator<Item = (u32, &Block)> {
+        self.blocks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| Some((i as u32, b.as_ref()?)))
+    }
+}

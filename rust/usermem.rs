@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! User memory of the process that owns a context: mapping arenas and filling blocks.
+//!
+//! The `kernel` crate has no abstraction for mapping anonymous memory into a process, so the raw
+//! `vm_mmap`/`vm_munmap` bindings are wrapped here, once. They act on `current->mm`, which is why
+//! every operation takes an `OwnerMm`: a token that can only be made by checking that the calling
+//! task runs in the address space the context belongs to.
+
+use core::ptr;
+
+use kernel::{
+    bindings,
+    mm::Mm,
+    prelude::*,
+    sync::rcu,
+    task::Task,
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    },
+};
+
+/// Whether the calling task's parent (the thread that forked it) runs in `owner`: the test that
+/// a forked child, and no other process, may adopt its parent's context.
+pub(crate) fn parent_runs_in(owner: &Mm) -> bool {
+    let _rcu = rcu::read_lock();
+    // SAFETY: `current` is valid while it runs. `real_parent` is RCU-protected: the task it points
+    // to stays valid while the read lock is held; its `mm` pointer is only compared, never
+    // dereferenced, and `owner` is kept alive by the caller's reference.
+    unsafe {
+        let parent = ptr::read_volatile(&raw const (*Task::current_raw()).real_parent);
+        if parent.is_null() {
+            return false;
+        }
+        let parent_mm: *mut bindings::mm_struct = ptr::read_volatile(&raw const (*parent).mm);
+        ptr::eq(parent_mm, owner.as_raw())
+    }
+}
+
+const PROT_READ: c_ulong = 0x1;
+const PROT_WRITE: c_ulong = 0x2;
+const MAP_PRIVATE: c_ulong = 0x02;
+const MAP_ANONYMOUS: c_ulong = 0x20;
+
+/// Proof that the calling task runs in the context's address space.
+///
+/// # Invariants
+///
+/// While this value exists, `current->mm` is the mm the context was opened in, and the caller is
+/// in process context (an ioctl or a release from that process).
+pub(crate) struct OwnerMm<'a> {
+    _mm: &'a Mm,
+}
+
+impl<'a> OwnerMm<'a> {
+    /// Returns the token when the calling task's mm is `owner`.
+    pub(crate) fn check(owner: &'a Mm) -> Option<Self> {
+        let cur = kernel::current!();
+        let mm = cur.mm()?;
+        if !ptr::eq(mm.as_raw(), owner.as_raw()) {
+            return None;
+        }
+        // INVARIANT: `current->mm` was just compared with `owner`; the token borrows `owner` and
+        // cannot leave this task (it is not `Send`).
+        Some(Self { _mm: owner })
+    }
+
+    /// Maps `len` bytes of zeroed, private, read-write anonymous memory into the process.
+    pub(crate) fn map_anon(&self, len: usize) -> Result<usize> {
+        // SAFETY: By the type invariant we run in process context with `current->mm` the owner's
+        // mm; `vm_mmap` with a null file maps anonymous memory there and takes the mmap lock
+        // itself. No arguments point to kernel memory.
+        let ret = unsafe {
+            bindings::vm_mmap(
+                ptr::null_mut(),
+                0,
+                len as c_ulong,
+                PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS,
+                0,
+            )
+        };
+        // `vm_mmap` returns either an address or a negative errno.
+        if ret >= (-(bindings::MAX_ERRNO as i64)) as c_ulong {
+            return Err(Error::from_errno(ret as c_int));
+        }
+        Ok(ret as usize)
+    }
+
+    /// Unmaps an arena that `map_anon` returned.
+    pub(crate) fn unmap(&self, addr: usize, len: usize) {
+        // SAFETY: By the type invariant `current->mm` is the owner's mm; unmapping a user range
+        // cannot affect kernel memory. A failure (the range was already unmapped by the process
+        // itself) leaves nothing to undo, so the result is ignored.
+        let _ = unsafe { bindings::vm_munmap(addr as c_ulong, len) };
+    }
+
+    /// Initialises a block: `image` at `addr`, then zeroes up to `memsz` unless the memory is
+    /// known to be zero already (`fresh`).
+    pub(crate) fn init_block(&self, addr: usize, image: &[u8], memsz: usize, fresh: bool) -> Result {
+        let mut w = UserSlice::new(UserPtr::from_addr(addr), memsz).writer();
+        w.write_slice(image)?;
+        if fresh {
+            return Ok(());
+        }
+        static ZEROES: [u8; 256] = [0; 256];
+        let mut left = memsz - image.len();
+        while left > 0 {
+            let n = left.min(ZEROES.len());
+            w.write_slice(&ZEROES[..n])?;
+            left -= n;
+        }
+        Ok(())
+    }
+}

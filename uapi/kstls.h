@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * kstls.h - the user-space ABI of /dev/kstls, thread-local storage served by the kernel.
+ *
+ * This header is the one definition of the ABI: the kernel module (rust/) and libkstls
+ * (userspace-lib/) generate their Rust types from it with bindgen. Rules: only __u32/__u64,
+ * explicit reserved fields that must be zero, no implicit padding, and every ioctl number
+ * carries its struct's size (_IOR/_IOW/_IOWR), so a struct that grows is a new command.
+ *
+ * A process opens /dev/kstls (O_RDWR | O_CLOEXEC) and gets its context: the registry of TLS
+ * modules and, per thread, the table module id -> that thread's TLS block. A context belongs to
+ * the process that opened it: calls through an fd that reached another process (fork, SCM_RIGHTS)
+ * fail with EPERM.
+ *
+ * Errors common to every command: ENOTTY for an unknown command, EFAULT for an argument that
+ * cannot be read or written, EINVAL for a non-zero reserved field or flag, EPERM for a call from a
+ * process that does not own the context.
+ */
+#ifndef _UAPI_LINUX_KSTLS_H
+#define _UAPI_LINUX_KSTLS_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define KSTLS_DEVICE_PATH	"/dev/kstls"
+#define KSTLS_ABI_VERSION	1
+#define KSTLS_IOC_MAGIC		0xB9
+
+/*
+ * Module ids that kstls hands out are never below KSTLS_MODULE_ID_MIN: their low 32 bits are a
+ * registry slot and their high 32 bits the slot's generation (never 0), so an id is never
+ * mistaken for a small module id of a libc's dynamic linker and a reused slot never matches a
+ * stale id.
+ */
+#define KSTLS_MODULE_ID_MIN	(1ULL << 32)
+
+/* The layout compilers pass to __tls_get_addr (x86-64 psABI: two 64-bit words). */
+struct kstls_tls_index {
+	__u64 module;		/* in: module id */
+	__u64 offset;		/* in: offset of the variable in the module's TLS block */
+};
+
+/*
+ * KSTLS_IOC_GET_ADDR: the address of (calling thread, module, offset). The first call of a thread
+ * for a module allocates its block in the process's memory, copies the module's .tdata image and
+ * zeroes the rest (.tbss); later calls return the same block. The ioctl's return value is 0: the
+ * address is written to @addr, since an address does not fit in the int an ioctl returns.
+ * Errors: EINVAL unknown or unregistered module id, offset >= memsz; ENOMEM the process's block
+ * budget is spent or memory could not be had.
+ */
+struct kstls_get_addr {
+	struct kstls_tls_index ti;	/* in */
+	__u64 addr;			/* out: address of the variable */
+};
+
+/*
+ * KSTLS_IOC_REGISTER: register a TLS module from its PT_TLS program header. The image is copied
+ * into the kernel now, so later writes to the module's .tdata do not change what new threads see.
+ * Errors: EINVAL filesz > memsz, memsz == 0, align not a power of two or above max_align,
+ * align_offset >= align; E2BIG memsz above max_image_size or the images of all modules above
+ * max_image_total; ENOSPC max_modules modules registered;
+ * EFAULT image unreadable.
+ */
+struct kstls_register {
+	__u64 image;		/* in: user address of the init image (p_vaddr + load bias) */
+	__u64 filesz;		/* in: p_filesz, bytes copied from the image */
+	__u64 memsz;		/* in: p_memsz, size of the block; filesz..memsz is zeroed */
+	__u64 align;		/* in: p_align, a power of two (0 is taken as 1) */
+	__u64 align_offset;	/* in: p_vaddr % align; every block is congruent to it mod align */
+	__u32 flags;		/* in: must be 0 */
+	__u32 reserved0;	/* must be 0 */
+	__u64 module;		/* out: the module id */
+	__u64 reserved[2];	/* must be 0 */
+};
+
+/*
+ * KSTLS_IOC_UNREGISTER: release a module (dlclose). Every thread's block for it is freed; the id
+ * is never valid again. Errors: EINVAL unknown module id.
+ */
+struct kstls_unregister {
+	__u64 module;		/* in */
+	__u64 reserved;		/* must be 0 */
+};
+
+/* Feature bits of kstls_info.features. */
+#define KSTLS_FEAT_EXIT_TRACKING	(1U << 0)	/* the module detects thread exits itself */
+#define KSTLS_FEAT_STATS		(1U << 1)	/* KSTLS_IOC_STATS */
+#define KSTLS_FEAT_FDINFO		(1U << 2)	/* /proc/<pid>/fdinfo/<fd> shows the context */
+#define KSTLS_FEAT_ADOPT		(1U << 3)	/* KSTLS_IOC_ADOPT */
+
+/* KSTLS_IOC_INFO: ABI version, features, the limits of this context and its current use. */
+struct kstls_info {
+	__u32 abi_version;	/* KSTLS_ABI_VERSION */
+	__u32 features;		/* KSTLS_FEAT_* */
+	__u32 max_modules;	/* modules registered at once (ENOSPC past it) */
+	__u32 max_align;	/* largest align accepted (EINVAL past it) */
+	__u64 max_image_size;	/* largest memsz of one module (E2BIG past it) */
+	__u64 max_block_bytes;	/* bytes mapped for the TLS blocks of all threads (ENOMEM past it) */
+	__u32 nr_modules;	/* modules registered now */
+	__u32 nr_threads;	/* threads that have at least one block now */
+	__u64 block_bytes;	/* bytes mapped for TLS blocks now (counted against max_block_bytes) */
+	__u64 max_image_total;	/* sum of filesz kept in the kernel for all modules (E2BIG past it) */
+	__u64 image_bytes;	/* sum of filesz kept in the kernel now */
+	__u64 reserved[2];	/* zero */
+};
+
+/*
+ * KSTLS_IOC_STATS: counters of a context, optionally narrowed to one module and/or one thread.
+ * @module == 0 means all modules, @tid == 0 all threads. Counters of exited threads and of
+ * unregistered modules are included in the totals only.
+ * Errors: EINVAL non-zero reserved, unknown module id.
+ */
+struct kstls_stats {
+	__u64 module;		/* in: module id or 0 */
+	__u32 tid;		/* in: thread id or 0 */
+	__u32 reserved0;	/* must be 0 */
+	__u64 lookups;		/* out: GET_ADDR calls answered */
+	__u64 allocs;		/* out: first-touch block allocations */
+	__u64 blocks;		/* out: live blocks */
+	__u64 block_bytes;	/* out: bytes of live blocks */
+	__u64 thread_exits;	/* out: exited threads whose blocks were reclaimed (totals only) */
+	__u64 reserved[3];	/* zero */
+};
+
+/*
+ * KSTLS_IOC_ADOPT: after fork, give the child's fresh context (the fd this is called on, opened
+ * by the child) what the parent's context had for the forking thread: the same module ids and the
+ * same block addresses, which in the child are the copies fork made, so every TLS variable keeps
+ * its value; the blocks of the parent's other threads become free for reuse in the child. Only a
+ * child of the process that owns the parent's context may adopt it; the parent is not changed.
+ * Errors: EBADF @parent_fd is not open; EINVAL it is not a kstls fd, non-zero reserved, or this
+ * context already has modules or threads; EPERM the caller is not a child of the owner, or the
+ * parent has exited.
+ */
+struct kstls_adopt {
+	__u32 parent_fd;	/* in: the fd of the parent's context, inherited over fork */
+	__u32 reserved0;	/* must be 0 */
+	__u64 reserved;		/* must be 0 */
+};
+
+#define KSTLS_IOC_INFO		_IOR(KSTLS_IOC_MAGIC, 0x00, struct kstls_info)
+#define KSTLS_IOC_REGISTER	_IOWR(KSTLS_IOC_MAGIC, 0x01, struct kstls_register)
+#define KSTLS_IOC_UNREGISTER	_IOW(KSTLS_IOC_MAGIC, 0x02, struct kstls_unregister)
+#define KSTLS_IOC_GET_ADDR	_IOWR(KSTLS_IOC_MAGIC, 0x03, struct kstls_get_addr)
+#define KSTLS_IOC_STATS		_IOWR(KSTLS_IOC_MAGIC, 0x04, struct kstls_stats)
+#define KSTLS_IOC_ADOPT		_IOW(KSTLS_IOC_MAGIC, 0x05, struct kstls_adopt)
+
+#endif /* _UAPI_LINUX_KSTLS_H */
