@@ -110,17 +110,19 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
 	apt_priv update -qq >/dev/null 2>"$APTDIR/update.err" ||
 		{ cat "$APTDIR/update.err" >&2; die "private apt update failed"; }
+	# `apt-get download` writes to the current directory.
+	cd "$SRCROOT/dl"
 	local ver
-	if apt_priv download -qq -o Dir::Cache::archives="$SRCROOT/dl" \
-		"linux-source-7.3=$KSTLS_KVER_PIN" >/dev/null 2>&1; then
+	if apt_priv download -qq "linux-source-7.3=$KSTLS_KVER_PIN" >/dev/null 2>&1; then
 		ver=$KSTLS_KVER_PIN
 	else
 		ver=$(apt_priv -qq list -a linux-source-7.3 2>/dev/null | awk '{print $2}' | sort -V | tail -1)
 		[ -n "$ver" ] || die "linux-source-7.3 is not offered by trixie-backports"
 		log "kernel source: pinned $KSTLS_KVER_PIN not offered, falling back to $ver"
+		apt_priv download -qq "linux-source-7.3=$ver" >/dev/null ||
+			die "apt-get download linux-source-7.3=$ver failed"
 	fi
-	(cd "$SRCROOT/dl" && apt_priv download -qq "linux-source-7.3=$ver" >/dev/null) ||
-		die "apt-get download linux-source-7.3=$ver failed"
+	cd - >/dev/null
 	local deb tmp upstream
 	deb=$(ls "$SRCROOT"/dl/linux-source-7.3_*_all.deb | sort -V | tail -1)
 	tmp=$(mktemp -d "$SRCROOT/x.XXXX")
