@@ -13,8 +13,16 @@
 //! new thread makes its first call and whenever the counters are read, and a new task that reuses
 //! a tid never sees the table of the task that had it before.
 
+use core::sync::atomic::{
+    AtomicU32,
+    Ordering, //
+};
+
 use kernel::{
-    mm::Mm,
+    mm::{
+        virt::VmaNew,
+        Mm, //
+    },
     new_mutex,
     prelude::*,
     rbtree::RBTree,
@@ -24,7 +32,9 @@ use kernel::{
     },
     sync::{
         aref::ARef,
-        Mutex, //
+        Arc,
+        Mutex,
+        SetOnce, //
     },
     task::{
         Pid,
@@ -38,6 +48,11 @@ use kernel::{
 
 use crate::arch;
 use crate::block::BlockPool;
+use crate::cache::{
+    self,
+    Cache, //
+};
+use crate::exit_hook;
 use crate::registry::{
     Layout,
     Module,
@@ -57,6 +72,10 @@ struct Totals {
     lookups: u64,
     allocs: u64,
     thread_exits: u64,
+    /// Lookups made while strict mode was on: every access trapped.
+    traps: u64,
+    /// Cache entries written.
+    fills: u64,
 }
 
 /// The fields protected by the context lock.
@@ -78,8 +97,22 @@ pub(crate) struct Context {
     mm: ARef<Mm>,
     /// The process that opened the context, for diagnostics.
     tgid: Pid,
+    /// `KSTLS_MODE_*` set by `SET_MODE` (read without the lock by `mmap`).
+    mode: AtomicU32,
+    /// The fast-path cache, made by the first `mmap`.
+    cache: SetOnce<Arc<Cache>>,
     #[pin]
     inner: Mutex<Inner>,
+}
+
+/// Whether strict mode is forced on every context by the module parameter.
+fn strict_param() -> bool {
+    crate::module_parameters::strict.value()
+}
+
+/// Threads one cache holds (module parameter); 0 turns the cache off.
+fn cache_threads() -> usize {
+    crate::module_parameters::cache_threads.value() as usize
 }
 
 /// Puts the blocks of a table whose thread is gone back into their pools.
@@ -133,6 +166,8 @@ impl Context {
         Ok(try_pin_init!(Self {
             mm,
             tgid,
+            mode: AtomicU32::new(0),
+            cache: SetOnce::new(),
             inner <- new_mutex!(Inner {
                 registry: Registry::new(),
                 threads: RBTree::new(),
@@ -141,6 +176,25 @@ impl Context {
                 totals: Totals::default(),
             }),
         }))
+    }
+
+    /// Whether every access must trap into the kernel.
+    fn strict(&self) -> bool {
+        strict_param() || self.mode.load(Ordering::Relaxed) & KSTLS_MODE_STRICT != 0
+    }
+
+    /// The calling thread's thread pointer, if its blocks may be cached: there is a cache, the
+    /// context is not strict, and the psABI self-pointer at `%fs:0` is the real FS base (what
+    /// user space will hash by). Reads user memory, so it runs before the lock is taken.
+    fn cacheable_tp(&self) -> Option<u64> {
+        self.cache.as_ref()?;
+        if self.strict() {
+            return None;
+        }
+        let fsbase = arch::current_fsbase();
+        let at = usize::try_from(fsbase).ok()?;
+        let self_ptr: u64 = UserSlice::new(UserPtr::from_addr(at), 8).reader().read().ok()?;
+        (self_ptr == fsbase).then_some(fsbase)
     }
 
     /// The proof that the caller runs in this context's process; `EPERM` otherwise.
@@ -186,6 +240,9 @@ impl Context {
         let owner = self.owner()?;
         let mut g = self.inner.lock();
         let mut m = g.registry.remove(id)?;
+        if let Some(c) = self.cache.as_ref() {
+            c.forget_module(id, m.id.slot);
+        }
         for t in g.threads.values_mut() {
             t.take(m.id.slot, m.layout.memsz);
         }
@@ -204,6 +261,8 @@ impl Context {
         let cur = kernel::current!();
         let task: &Task = &cur;
         let pid = task.pid();
+        let tp = self.cacheable_tp();
+        let strict = self.strict();
 
         let mut g = self.inner.lock();
         let inner = &mut *g;
@@ -260,6 +319,13 @@ impl Context {
         t.lookups += 1;
         m.lookups += 1;
         totals.lookups += 1;
+        if strict {
+            totals.traps += 1;
+        }
+        if let (Some(c), Some(tp)) = (self.cache.as_ref(), tp) {
+            c.fill(task.as_ptr() as usize, tp, module, slot, block);
+            totals.fills += 1;
+        }
         // Cannot overflow: `offset < memsz` and the block lies inside a mapping.
         Ok((block + offset as usize) as u64)
     }
@@ -318,6 +384,43 @@ impl Context {
         Ok(())
     }
 
+    /// `KSTLS_IOC_SET_MODE`.
+    pub(crate) fn set_mode(&self, mode: u32) -> Result {
+        let _owner = self.owner()?;
+        if mode & !KSTLS_MODE_STRICT != 0 {
+            return Err(EINVAL);
+        }
+        // Under the context lock, so that no fill of a racing GET_ADDR lands after the switch.
+        let _g = self.inner.lock();
+        self.mode.store(mode, Ordering::Relaxed);
+        if let Some(c) = self.cache.as_ref() {
+            c.set_strict(self.strict());
+        }
+        Ok(())
+    }
+
+    /// `mmap`: maps the fast-path cache read-only, making it on first use. Runs with the mmap
+    /// lock held, so it must not take the context lock.
+    pub(crate) fn map_cache(&self, vma: &VmaNew) -> Result {
+        if !core::ptr::eq(vma.mm().as_raw(), self.mm.as_raw()) {
+            return Err(EPERM);
+        }
+        let threads = cache_threads();
+        if threads == 0 || !exit_hook::active() {
+            return Err(ENODEV);
+        }
+        if self.cache.as_ref().is_none() {
+            let mm = self.mm.as_raw() as usize;
+            let c = Arc::pin_init(Cache::new(mm, threads, self.strict())?, GFP_KERNEL)?;
+            exit_hook::add_cache(&c)?;
+            if let Err(c) = self.cache.populate(c.clone()).then_some(()).ok_or(c) {
+                // Another mmap made the cache first.
+                exit_hook::remove_cache(&c);
+            }
+        }
+        self.cache.as_ref().ok_or(ENOMEM)?.map(vma)
+    }
+
     /// `KSTLS_IOC_INFO`.
     pub(crate) fn info(&self) -> Result<kstls_info> {
         let _owner = self.owner()?;
@@ -328,7 +431,9 @@ impl Context {
             features: KSTLS_FEAT_EXIT_TRACKING
                 | KSTLS_FEAT_STATS
                 | KSTLS_FEAT_FDINFO
-                | KSTLS_FEAT_ADOPT,
+                | KSTLS_FEAT_ADOPT
+                | KSTLS_FEAT_STRICT
+                | if exit_hook::active() { KSTLS_FEAT_CACHE } else { 0 },
             max_modules: LIMITS.max_modules,
             max_align: LIMITS.max_align,
             max_image_size: LIMITS.max_image_size,
@@ -338,6 +443,12 @@ impl Context {
             block_bytes: g.mapped,
             max_image_total: LIMITS.max_image_total,
             image_bytes: g.image_bytes,
+            cache_size: if exit_hook::active() {
+                cache::size_for(cache_threads()).unwrap_or(0) as u32
+            } else {
+                0
+            },
+            mode: if self.strict() { KSTLS_MODE_STRICT } else { 0 },
             ..Default::default()
         })
     }
@@ -416,6 +527,11 @@ impl Context {
         seq_print!(m, "lookups:\t{}\n", g.totals.lookups);
         seq_print!(m, "allocs:\t{}\n", g.totals.allocs);
         seq_print!(m, "thread-exits:\t{}\n", g.totals.thread_exits);
+        seq_print!(m, "strict:\t{}\n", u8::from(self.strict()));
+        seq_print!(m, "traps:\t{}\n", g.totals.traps);
+        seq_print!(m, "cache-fills:\t{}\n", g.totals.fills);
+        let cached = self.cache.as_ref().map_or(0, |c| c.cached_threads());
+        seq_print!(m, "cached-threads:\t{}\n", cached);
         for md in g.registry.iter() {
             seq_print!(
                 m,
@@ -436,6 +552,9 @@ impl Context {
 #[pinned_drop]
 impl PinnedDrop for Context {
     fn drop(self: Pin<&mut Self>) {
+        if let Some(c) = self.cache.as_ref() {
+            exit_hook::remove_cache(c);
+        }
         // Closed by its own process: give the arenas back. At exit or exec the address space is
         // already gone or replaced, and there is nothing to unmap.
         if let Some(owner) = OwnerMm::check(&self.mm) {

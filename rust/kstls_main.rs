@@ -76,6 +76,7 @@ use kernel::{
         LocalFile, //
     },
     ioctl::_IOC_SIZE,
+    mm::virt::VmaNew,
     miscdevice::{
         MiscDevice,
         MiscDeviceOptions,
@@ -91,7 +92,9 @@ use kernel::{
 
 mod arch;
 mod block;
+mod cache;
 mod context;
+mod exit_hook;
 mod registry;
 mod thread;
 mod uapi;
@@ -106,19 +109,38 @@ module! {
     authors: ["The kstls developers"],
     description: "Thread-local storage served by the kernel (/dev/kstls)",
     license: "GPL",
+    params: {
+        strict: bool {
+            default: false,
+            description: "Strict mode for every process: no cache, every TLS access traps",
+        },
+        cache_threads: u32 {
+            default: 1024,
+            description: "Threads per process in the fast-path cache (4 KiB each); 0: no cache",
+        },
+    },
 }
 
 #[pin_data]
 struct KstlsModule {
     #[pin]
     _miscdev: MiscDeviceRegistration<KstlsDevice>,
+    /// Dropped after the device is gone, so no context can still need it.
+    _exit_hook: exit_hook::ExitHook,
 }
 
 impl kernel::InPlaceModule for KstlsModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        pr_info!("kstls: ABI {}, /dev/kstls ready\n", KSTLS_ABI_VERSION);
+        exit_hook::init_caches();
+        let hook = exit_hook::ExitHook::new();
+        pr_info!(
+            "kstls: ABI {}, /dev/kstls ready, cache {}\n",
+            KSTLS_ABI_VERSION,
+            if exit_hook::active() { "on" } else { "off" }
+        );
         try_pin_init!(Self {
             _miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"kstls" }),
+            _exit_hook: hook,
         })
     }
 }
@@ -143,9 +165,14 @@ impl MiscDevice for KstlsDevice {
             KSTLS_IOC_GET_ADDR => ioc_get_addr(&ctx, arg),
             KSTLS_IOC_STATS => ioc_stats(&ctx, user(arg, size)),
             KSTLS_IOC_ADOPT => ioc_adopt(&ctx, file, user(arg, size)),
+            KSTLS_IOC_SET_MODE => ioc_set_mode(&ctx, user(arg, size)),
             _ => Err(ENOTTY),
         }
         .map(|()| 0)
+    }
+
+    fn mmap(ctx: Pin<&Context>, _file: &File, vma: &VmaNew) -> Result {
+        ctx.map_cache(vma)
     }
 
     fn show_fdinfo(ctx: Pin<&Context>, m: &SeqFile, _file: &File) {
@@ -210,4 +237,12 @@ fn ioc_adopt(ctx: &Context, file: &File, buf: UserSlice) -> Result {
     // file's release, which cannot run while `parent_file` holds a reference.
     let parent = unsafe { &*((*parent_file.as_ptr()).private_data as *const Context) };
     ctx.adopt(parent)
+}
+
+fn ioc_set_mode(ctx: &Context, buf: UserSlice) -> Result {
+    let m: kstls_mode = buf.reader().read()?;
+    if m.reserved0 != 0 || m.reserved != 0 {
+        return Err(EINVAL);
+    }
+    ctx.set_mode(m.mode)
 }

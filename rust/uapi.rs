@@ -51,6 +51,8 @@ unsafe impl FromBytes for kstls_stats {}
 // SAFETY: As above, every byte is initialised.
 unsafe impl AsBytes for kstls_stats {}
 
+// SAFETY: `kstls_mode` is `repr(C)`, `u32, u32, u64`: no padding, every bit pattern valid.
+unsafe impl FromBytes for kstls_mode {}
 // SAFETY: `kstls_adopt` is `repr(C)`, `u32, u32, u64`: no padding, every bit pattern valid.
 unsafe impl FromBytes for kstls_adopt {}
 
@@ -77,6 +79,7 @@ mod tests {
         assert_eq!(size_of::<kstls_info>(), 80);
         assert_eq!(size_of::<kstls_stats>(), 80);
         assert_eq!(size_of::<kstls_adopt>(), 16);
+        assert_eq!(size_of::<kstls_mode>(), 16);
         assert_eq!(GET_ADDR_IN_SIZE, 16);
     }
 
@@ -90,6 +93,7 @@ mod tests {
         assert_eq!(KSTLS_IOC_GET_ADDR, _IOWR::<kstls_get_addr>(m, 3));
         assert_eq!(KSTLS_IOC_STATS, _IOWR::<kstls_stats>(m, 4));
         assert_eq!(KSTLS_IOC_ADOPT, _IOW::<kstls_adopt>(m, 5));
+        assert_eq!(KSTLS_IOC_SET_MODE, _IOW::<kstls_mode>(m, 6));
     }
 
     #[test]

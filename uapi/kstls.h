@@ -87,6 +87,8 @@ struct kstls_unregister {
 #define KSTLS_FEAT_STATS		(1U << 1)	/* KSTLS_IOC_STATS */
 #define KSTLS_FEAT_FDINFO		(1U << 2)	/* /proc/<pid>/fdinfo/<fd> shows the context */
 #define KSTLS_FEAT_ADOPT		(1U << 3)	/* KSTLS_IOC_ADOPT */
+#define KSTLS_FEAT_CACHE		(1U << 4)	/* mmap() of the fast-path cache */
+#define KSTLS_FEAT_STRICT		(1U << 5)	/* KSTLS_IOC_SET_MODE with KSTLS_MODE_STRICT */
 
 /* KSTLS_IOC_INFO: ABI version, features, the limits of this context and its current use. */
 struct kstls_info {
@@ -101,7 +103,9 @@ struct kstls_info {
 	__u64 block_bytes;	/* bytes mapped for TLS blocks now (counted against max_block_bytes) */
 	__u64 max_image_total;	/* sum of filesz kept in the kernel for all modules (E2BIG past it) */
 	__u64 image_bytes;	/* sum of filesz kept in the kernel now */
-	__u64 reserved[2];	/* zero */
+	__u32 cache_size;	/* bytes to mmap() for the fast-path cache (0: no cache) */
+	__u32 mode;		/* KSTLS_MODE_* in force (the module parameter included) */
+	__u64 reserved[1];	/* zero */
 };
 
 /*
@@ -138,11 +142,77 @@ struct kstls_adopt {
 	__u64 reserved;		/* must be 0 */
 };
 
+/* Modes of KSTLS_IOC_SET_MODE. */
+#define KSTLS_MODE_STRICT	(1U << 0)	/* every access traps into the kernel: no cache */
+
+/*
+ * KSTLS_IOC_SET_MODE: the context's mode. KSTLS_MODE_STRICT empties the cache and stops filling
+ * it, so every access is an ioctl that the kernel sees and counts; clearing it resumes caching.
+ * The module parameter `strict` forces strict mode on every context.
+ * Errors: EINVAL unknown mode bits or non-zero reserved.
+ */
+struct kstls_mode {
+	__u32 mode;		/* in: KSTLS_MODE_* */
+	__u32 reserved0;	/* must be 0 */
+	__u64 reserved;		/* must be 0 */
+};
+
+/*
+ * The fast-path cache (vDSO-style). mmap(NULL, info.cache_size, PROT_READ, MAP_SHARED, fd, 0)
+ * maps, read-only, pages that the kernel fills on the slow path (GET_ADDR) and empties when it
+ * must: on thread exit, UNREGISTER, strict mode. Layout, from offset 0:
+ *
+ *   struct kstls_cache_header                       at 0
+ *   struct kstls_cache_slot[nr_slots]               at slots_offset
+ *   struct kstls_cache_dtv_entry[dtv_entries] per cached thread, at the slot's dtv_offset
+ *
+ * A thread's slot is found from its thread pointer tp (the x86-64 psABI self-pointer at %fs:0,
+ * which the kernel has checked equals the FS base before caching the thread):
+ *
+ *   h = (tp * KSTLS_CACHE_HASH_MUL) >> (64 - nr_slots_log2), then h + i for i < nr_probes,
+ *   all modulo nr_slots.
+ *
+ * Reading a slot is a seqcount read: load seq (odd: being written, go slow), check tp, load
+ * dtv_offset and the entry, load seq again and go slow if it changed. An entry answers
+ * (module id, offset) when its module equals the full id: the address is block + offset. Module
+ * ids whose slot (low 32 bits) is >= dtv_entries are never cached. Any miss: GET_ADDR, which
+ * fills the cache. The mapping is never copied by fork (the child must ADOPT and map its own).
+ */
+#define KSTLS_CACHE_MAGIC	0x6b73746c	/* "kstl" */
+#define KSTLS_CACHE_VERSION	1
+#define KSTLS_CACHE_HASH_MUL	0x9e3779b97f4a7c15ULL
+
+struct kstls_cache_header {
+	__u32 magic;		/* KSTLS_CACHE_MAGIC */
+	__u32 version;		/* KSTLS_CACHE_VERSION */
+	__u32 nr_slots;		/* a power of two */
+	__u32 nr_slots_log2;
+	__u32 nr_probes;	/* slots looked at from the hash on */
+	__u32 dtv_entries;	/* module slots cached per thread */
+	__u32 mode;		/* KSTLS_MODE_* in force */
+	__u32 reserved0;
+	__u64 slots_offset;	/* byte offset of the slot array */
+	__u64 reserved[3];
+};
+
+struct kstls_cache_slot {
+	__u64 seq;		/* even: stable; odd: the kernel is writing the slot */
+	__u64 tp;		/* thread pointer of the cached thread, 0: free */
+	__u64 dtv_offset;	/* byte offset of the thread's entries in the mapping */
+	__u64 reserved;
+};
+
+struct kstls_cache_dtv_entry {
+	__u64 module;		/* full module id, 0: empty */
+	__u64 block;		/* address of the thread's block of that module */
+};
+
 #define KSTLS_IOC_INFO		_IOR(KSTLS_IOC_MAGIC, 0x00, struct kstls_info)
 #define KSTLS_IOC_REGISTER	_IOWR(KSTLS_IOC_MAGIC, 0x01, struct kstls_register)
 #define KSTLS_IOC_UNREGISTER	_IOW(KSTLS_IOC_MAGIC, 0x02, struct kstls_unregister)
 #define KSTLS_IOC_GET_ADDR	_IOWR(KSTLS_IOC_MAGIC, 0x03, struct kstls_get_addr)
 #define KSTLS_IOC_STATS		_IOWR(KSTLS_IOC_MAGIC, 0x04, struct kstls_stats)
 #define KSTLS_IOC_ADOPT		_IOW(KSTLS_IOC_MAGIC, 0x05, struct kstls_adopt)
+#define KSTLS_IOC_SET_MODE	_IOW(KSTLS_IOC_MAGIC, 0x06, struct kstls_mode)
 
 #endif /* _UAPI_LINUX_KSTLS_H */

@@ -1,0 +1,390 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The fast-path cache of a context: pages that the kernel fills and user space maps read-only.
+//!
+//! At most one `Cache` per context, made on its first `mmap`. It is the vDSO-style half of kstls:
+//! libkstls answers `__tls_get_addr` from these pages without a syscall, and the kernel stays in
+//! charge by what it writes here. The layout is `struct kstls_cache_header`, then a hash table of
+//! thread slots keyed by thread pointer, then one page of `(module id, block)` entries per cached
+//! thread (plus one page that stays empty, for slots that must never match). Every change to a
+//! slot or its entries is a seqcount write (odd while writing), so a reader either sees a
+//! consistent slot or retries through the ioctl.
+//!
+//! All writes happen under the cache's spinlock, never with an allocation or a user copy inside:
+//! from `GET_ADDR` (fill), `UNREGISTER` (forget a module), `SET_MODE` (strict: empty everything)
+//! and the `sched_process_exit` probe (forget a thread before its thread pointer can be reused).
+
+use core::{
+    mem::size_of,
+    ptr::NonNull,
+    sync::atomic::{
+        fence,
+        AtomicU64,
+        Ordering, //
+    },
+};
+
+use kernel::{
+    bindings,
+    mm::virt::VmaNew,
+    new_spinlock,
+    page::{
+        BorrowedPage,
+        PAGE_SIZE, //
+    },
+    prelude::*,
+    sync::SpinLock,
+};
+
+use crate::uapi::*;
+
+pub(crate) const NR_SLOTS_LOG2: u32 = 12;
+pub(crate) const NR_SLOTS: usize = 1 << NR_SLOTS_LOG2;
+pub(crate) const NR_PROBES: usize = 8;
+/// Module slots cached per thread: one page of entries.
+pub(crate) const DTV_ENTRIES: usize = PAGE_SIZE / size_of::<kstls_cache_dtv_entry>();
+
+const WORD: usize = size_of::<u64>();
+const SLOT_WORDS: usize = size_of::<kstls_cache_slot>() / WORD;
+const SLOTS_OFFSET: usize = PAGE_SIZE;
+const DTV_BASE: usize = SLOTS_OFFSET + NR_SLOTS * size_of::<kstls_cache_slot>();
+/// Owner of a slot whose thread pointer several live tasks share: nobody can be cached there.
+const POISONED: usize = usize::MAX;
+
+/// The home slot of a thread pointer (`uapi/kstls.h` documents the same formula).
+pub(crate) fn hash(tp: u64) -> usize {
+    (tp.wrapping_mul(KSTLS_CACHE_HASH_MUL as u64) >> (64 - NR_SLOTS_LOG2)) as usize
+}
+
+/// Bytes of a cache for `threads` cached threads.
+pub(crate) fn size_for(threads: usize) -> Option<usize> {
+    threads.checked_add(1)?.checked_mul(PAGE_SIZE)?.checked_add(DTV_BASE)
+}
+
+/// The fields protected by the cache lock (the mapped words are written under it too).
+struct State {
+    /// Per slot: the task whose blocks it caches (its address, compared only), 0 when free.
+    owners: KVVec<usize>,
+    /// Entry pages not in use; capacity for all of them is reserved, so pushing never allocates.
+    free_dtvs: KVVec<usize>,
+    strict: bool,
+}
+
+/// The cache of one context.
+#[pin_data]
+pub(crate) struct Cache {
+    /// The mapped memory, zeroed vmalloc pages, as words readers load concurrently.
+    mem: VVec<AtomicU64>,
+    /// The address space of the owning process (identity only), for the exit probe.
+    pub(crate) mm: usize,
+    threads: usize,
+    #[pin]
+    state: SpinLock<State>,
+}
+
+impl Cache {
+    /// A cache for `threads` threads of the process whose mm is `mm`.
+    pub(crate) fn new(mm: usize, threads: usize, strict: bool) -> Result<impl PinInit<Self, Error>> {
+        let bytes = size_for(threads).ok_or(ENOMEM)?;
+        let words = bytes / WORD;
+        let mut mem = VVec::with_capacity(words, GFP_KERNEL)?;
+        for _ in 0..words {
+            mem.push_within_capacity(AtomicU64::new(0)).map_err(|_| ENOMEM)?;
+        }
+        let mut owners = KVVec::with_capacity(NR_SLOTS, GFP_KERNEL)?;
+        owners.extend_with(NR_SLOTS, 0, GFP_KERNEL)?;
+        let mut free_dtvs = KVVec::with_capacity(threads, GFP_KERNEL)?;
+        for d in (0..threads).rev() {
+            free_dtvs.push_within_capacity(d).map_err(|_| ENOMEM)?;
+        }
+        let header = kstls_cache_header {
+            magic: KSTLS_CACHE_MAGIC,
+            version: KSTLS_CACHE_VERSION,
+            nr_slots: NR_SLOTS as u32,
+            nr_slots_log2: NR_SLOTS_LOG2,
+            nr_probes: NR_PROBES as u32,
+            dtv_entries: DTV_ENTRIES as u32,
+            mode: if strict { KSTLS_MODE_STRICT } else { 0 },
+            slots_offset: SLOTS_OFFSET as u64,
+            ..Default::default()
+        };
+        // SAFETY: `kstls_cache_header` is `repr(C)`, 64 bytes of integers without padding
+        // (checked by `cache_layout_matches_the_header`), so it is also 8 initialised words.
+        let hw: [u64; 8] = unsafe { core::mem::transmute(header) };
+        for (i, w) in hw.iter().enumerate() {
+            mem[i].store(*w, Ordering::Relaxed);
+        }
+        Ok(try_pin_init!(Self {
+            mem,
+            mm,
+            threads,
+            state <- new_spinlock!(State { owners, free_dtvs, strict }),
+        }))
+    }
+
+    /// Bytes user space maps.
+    pub(crate) fn size(&self) -> usize {
+        self.mem.len() * WORD
+    }
+
+    fn word(&self, byte: usize) -> &AtomicU64 {
+        &self.mem[byte / WORD]
+    }
+
+    fn slot_word(&self, slot: usize, field: usize) -> &AtomicU64 {
+        &self.mem[SLOTS_OFFSET / WORD + slot * SLOT_WORDS + field]
+    }
+
+    fn dtv_offset(d: usize) -> usize {
+        DTV_BASE + d * PAGE_SIZE
+    }
+
+    /// Opens a seqcount write of `slot`: readers that overlap it will retry.
+    fn begin(&self, slot: usize) {
+        let seq = self.slot_word(slot, 0);
+        seq.store(seq.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+    }
+
+    fn end(&self, slot: usize) {
+        let seq = self.slot_word(slot, 0);
+        seq.store(seq.load(Ordering::Relaxed) + 1, Ordering::Release);
+    }
+
+    /// Points `slot` at thread pointer `tp` and the entries at byte `dtv`.
+    fn set_slot(&self, slot: usize, tp: u64, dtv: usize) {
+        self.begin(slot);
+        self.slot_word(slot, 1).store(tp, Ordering::Relaxed);
+        self.slot_word(slot, 2).store(dtv as u64, Ordering::Relaxed);
+        self.end(slot);
+    }
+
+    /// Empties `slot` and gives its entry page back.
+    fn clear_slot(&self, st: &mut State, slot: usize) {
+        let dtv = self.slot_word(slot, 2).load(Ordering::Relaxed) as usize;
+        self.set_slot(slot, 0, 0);
+        let empty = Self::dtv_offset(self.threads);
+        if st.owners[slot] != POISONED && dtv >= DTV_BASE && dtv < empty {
+            for w in 0..PAGE_SIZE / WORD {
+                self.word(dtv + w * WORD).store(0, Ordering::Relaxed);
+            }
+            // Cannot fail: capacity for every page was reserved in `new`.
+            let _ = st.free_dtvs.push_within_capacity((dtv - DTV_BASE) / PAGE_SIZE);
+        }
+        st.owners[slot] = 0;
+    }
+
+    /// Records, for the thread `task` with thread pointer `tp`, that module `id` (registry slot
+    /// `mslot`) has its block at `block`. Does nothing when the thread cannot be cached.
+    pub(crate) fn fill(&self, task: usize, tp: u64, id: u64, mslot: u32, block: usize) {
+        let mslot = mslot as usize;
+        if mslot >= DTV_ENTRIES || tp == 0 {
+            return;
+        }
+        let mut st = self.state.lock();
+        if st.strict {
+            return;
+        }
+        let home = hash(tp);
+        let mut mine = None;
+        let mut free = None;
+        for k in 0..NR_PROBES {
+            let i = (home + k) & (NR_SLOTS - 1);
+            let owner = st.owners[i];
+            if owner == 0 {
+                free = free.or(Some(i));
+            } else if self.slot_word(i, 1).load(Ordering::Relaxed) == tp {
+                if owner == task {
+                    mine = Some(i);
+                    break;
+                }
+                if owner != POISONED {
+                    // Two live tasks share this thread pointer: user space cannot tell them
+                    // apart, so neither may be answered from the cache.
+                    self.clear_slot(&mut st, i);
+                    st.owners[i] = POISONED;
+                    self.set_slot(i, tp, Self::dtv_offset(self.threads));
+                }
+                return;
+            }
+        }
+        let slot = match mine {
+            Some(i) => i,
+            None => {
+                let (Some(i), Some(d)) = (free, st.free_dtvs.pop()) else {
+                    return;
+                };
+                st.owners[i] = task;
+                self.set_slot(i, tp, Self::dtv_offset(d));
+                i
+            }
+        };
+        let entry = self.slot_word(slot, 2).load(Ordering::Relaxed) as usize
+            + mslot * size_of::<kstls_cache_dtv_entry>();
+        self.begin(slot);
+        self.word(entry).store(id, Ordering::Relaxed);
+        self.word(entry + WORD).store(block as u64, Ordering::Relaxed);
+        self.end(slot);
+    }
+
+    /// Forgets the thread `task` (it is exiting) before its thread pointer can be reused.
+    pub(crate) fn forget_task(&self, task: usize, tp: u64) {
+        let mut st = self.state.lock();
+        let home = hash(tp);
+        let hit = (0..NR_PROBES)
+            .map(|k| (home + k) & (NR_SLOTS - 1))
+            .find(|&i| st.owners[i] == task);
+        // The thread may have changed its thread pointer since it was cached: look everywhere.
+        let hit = hit.or_else(|| st.owners.iter().position(|&o| o == task));
+        if let Some(i) = hit {
+            self.clear_slot(&mut st, i);
+        }
+    }
+
+    /// Forgets every thread's entry for module `id` (it is being unregistered).
+    pub(crate) fn forget_module(&self, id: u64, mslot: u32) {
+        let mslot = mslot as usize;
+        if mslot >= DTV_ENTRIES {
+            return;
+        }
+        let st = self.state.lock();
+        for i in 0..NR_SLOTS {
+            if st.owners[i] == 0 || st.owners[i] == POISONED {
+                continue;
+            }
+            let entry = self.slot_word(i, 2).load(Ordering::Relaxed) as usize
+                + mslot * size_of::<kstls_cache_dtv_entry>();
+            if self.word(entry).load(Ordering::Relaxed) == id {
+                self.begin(i);
+                self.word(entry).store(0, Ordering::Relaxed);
+                self.word(entry + WORD).store(0, Ordering::Relaxed);
+                self.end(i);
+            }
+        }
+    }
+
+    /// Strict mode on: empty the cache and stop filling it; off: fill again.
+    pub(crate) fn set_strict(&self, strict: bool) {
+        let mut st = self.state.lock();
+        st.strict = strict;
+        // `mode` is the low half of the header's fourth word.
+        let mode = if strict { KSTLS_MODE_STRICT } else { 0 };
+        self.word(24).store(u64::from(mode), Ordering::Release);
+        if strict {
+            for i in 0..NR_SLOTS {
+                if st.owners[i] != 0 {
+                    self.clear_slot(&mut st, i);
+                }
+            }
+        }
+    }
+
+    /// Threads cached now, for fdinfo.
+    pub(crate) fn cached_threads(&self) -> usize {
+        let st = self.state.lock();
+        st.owners.iter().filter(|&&o| o != 0 && o != POISONED).count()
+    }
+
+    /// Maps the whole cache, read-only, into `vma`.
+    pub(crate) fn map(&self, vma: &VmaNew) -> Result {
+        if vma.writable() || vma.end() - vma.start() != self.size() {
+            return Err(EINVAL);
+        }
+        // SAFETY: `vm_pgoff` of a VMA being set up is plain data.
+        if unsafe { (*vma.as_ptr()).vm_pgoff } != 0 {
+            return Err(EINVAL);
+        }
+        vma.try_clear_maywrite()?;
+        vma.try_clear_mayexec()?;
+        vma.set_dontcopy();
+        vma.set_dontexpand();
+        vma.set_dontdump();
+        let mixed = vma.set_mixedmap();
+        for off in (0..self.size()).step_by(PAGE_SIZE) {
+            let addr = self.word(off).as_ptr();
+            // SAFETY: `addr` is inside the vmalloc allocation `self.mem`, which lives as long as
+            // `self`; `vmalloc_to_page` only looks it up.
+            let page = unsafe { bindings::vmalloc_to_page(addr.cast()) };
+            let page = NonNull::new(page).ok_or(ENOMEM)?;
+            // SAFETY: The page belongs to `self.mem` and outlives this borrow; the mapping takes
+            // its own reference on it (`vm_insert_page`), which keeps it alive while mapped.
+            let page = unsafe { BorrowedPage::from_raw(page) };
+            mixed.vm_insert_page(vma.start() + off, &page)?;
+        }
+        Ok(())
+    }
+}
+
+#[kunit_tests(rust_kstls_cache)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_layout_matches_the_header() {
+        assert_eq!(size_of::<kstls_cache_header>(), 64);
+        assert_eq!(size_of::<kstls_cache_slot>(), 32);
+        assert_eq!(size_of::<kstls_cache_dtv_entry>(), 16);
+        assert_eq!(DTV_ENTRIES, 256);
+        assert_eq!(core::mem::offset_of!(kstls_cache_header, mode), 24);
+        assert_eq!(DTV_BASE % PAGE_SIZE, 0);
+    }
+
+    #[test]
+    fn hash_spreads_stack_aligned_thread_pointers() {
+        // glibc thread pointers differ by the stack size: the low bits are all alike.
+        let base = 0x7f12_3456_7000u64;
+        let mut seen = [false; NR_SLOTS];
+        let mut distinct = 0;
+        for i in 0..1024u64 {
+            let h = hash(base + i * (8 << 20));
+            assert!(h < NR_SLOTS);
+            if !seen[h] {
+                seen[h] = true;
+                distinct += 1;
+            }
+        }
+        assert!(distinct > 900);
+    }
+
+    #[test]
+    fn fill_forget_and_strict() -> Result {
+        let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
+        let tp = 0x7f00_0000_1000u64;
+        let id = (1u64 << 32) | 3;
+        c.fill(0xaaaa, tp, id, 3, 0x5000);
+        let home = hash(tp);
+        assert_eq!(c.slot_word(home, 1).load(Ordering::Relaxed), tp);
+        assert_eq!(c.slot_word(home, 0).load(Ordering::Relaxed) % 2, 0);
+        let dtv = c.slot_word(home, 2).load(Ordering::Relaxed) as usize;
+        assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), id);
+        assert_eq!(c.word(dtv + 3 * 16 + 8).load(Ordering::Relaxed), 0x5000);
+        c.forget_module(id, 3);
+        assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), 0);
+        c.fill(0xaaaa, tp, id, 3, 0x5000);
+        c.forget_task(0xaaaa, tp);
+        assert_eq!(c.slot_word(home, 1).load(Ordering::Relaxed), 0);
+        assert_eq!(c.cached_threads(), 0);
+        // Another task with the same thread pointer poisons the slot.
+        c.fill(0xaaaa, tp, id, 3, 0x5000);
+        c.fill(0xbbbb, tp, id, 3, 0x6000);
+        let dtv = c.slot_word(home, 2).load(Ordering::Relaxed) as usize;
+        assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), 0);
+        c.set_strict(true);
+        assert_eq!(c.cached_threads(), 0);
+        c.fill(0xcccc, tp + 0x1000, id, 3, 0x7000);
+        assert_eq!(c.cached_threads(), 0);
+        assert_eq!(c.word(24).load(Ordering::Relaxed), u64::from(KSTLS_MODE_STRICT));
+        Ok(())
+    }
+
+    #[test]
+    fn full_cache_fills_nothing_more() -> Result {
+        let c = KBox::pin_init(Cache::new(0x1000, 2, false)?, GFP_KERNEL)?;
+        let id = 1u64 << 32;
+        for t in 0..4u64 {
+            c.fill(0x100 + t as usize, 0x7f00_0000_0000 + (t << 23), id, 0, 0x9000);
+        }
+        assert_eq!(c.cached_threads(), 2);
+        Ok(())
+    }
+}

@@ -1,0 +1,295 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * cache_test.c - the fast-path cache as user space sees it: mapped read-only, filled by
+ * GET_ADDR, found from the thread pointer with the documented seqcount protocol (implemented
+ * here in C, independently of libkstls), emptied on thread exit before the thread pointer can be
+ * reused, on UNREGISTER while other threads spin on it, and in strict mode, where every access
+ * traps and is counted; never inherited by a forked child, never mappable by another process.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#include "kselftest_harness.h"
+#include "kstls_test.h"
+
+static unsigned long thread_pointer(void)
+{
+	unsigned long tp;
+
+	__asm__ volatile("mov %%fs:0, %0" : "=r"(tp));
+	return tp;
+}
+
+/* The lookup of uapi/kstls.h: 0 on a miss, else the address of (id, offset). */
+static unsigned long cache_lookup(const void *cache, unsigned long tp, __u64 id, __u64 offset)
+{
+	const struct kstls_cache_header *h = cache;
+	const struct kstls_cache_slot *slots = (const void *)((const char *)cache + h->slots_offset);
+	__u64 home = (tp * KSTLS_CACHE_HASH_MUL) >> (64 - h->nr_slots_log2);
+	__u32 mslot = (__u32)id;
+
+	if (mslot >= h->dtv_entries)
+		return 0;
+	for (__u32 i = 0; i < h->nr_probes; i++) {
+		const struct kstls_cache_slot *s = &slots[(home + i) & (h->nr_slots - 1)];
+		__u64 seq = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
+		const struct kstls_cache_dtv_entry *e;
+		__u64 module, block;
+
+		if (__atomic_load_n(&s->tp, __ATOMIC_RELAXED) != tp)
+			continue;
+		if (seq & 1)
+			return 0;
+		e = (const void *)((const char *)cache + __atomic_load_n(&s->dtv_offset,
+									  __ATOMIC_RELAXED));
+		module = __atomic_load_n(&e[mslot].module, __ATOMIC_RELAXED);
+		block = __atomic_load_n(&e[mslot].block, __ATOMIC_RELAXED);
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) != seq || module != id || !block)
+			return 0;
+		return block + offset;
+	}
+	return 0;
+}
+
+static long fdinfo_value(int fd, const char *key)
+{
+	char path[64], buf[4096], *p;
+	long v = -1;
+	ssize_t n;
+	int f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = open(path, O_RDONLY);
+	if (f < 0)
+		return -1;
+	n = read(f, buf, sizeof(buf) - 1);
+	close(f);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	p = strstr(buf, key);
+	if (p)
+		sscanf(p + strlen(key), ":\t%ld", &v);
+	return v;
+}
+
+static const char image[32] = "cached image";
+
+FIXTURE(cache)
+{
+	int fd;
+	__u64 id;
+	void *map;
+	size_t size;
+};
+
+FIXTURE_SETUP(cache)
+{
+	struct kstls_info info;
+
+	self->fd = kstls_open();
+	ASSERT_LE(0, self->fd) TH_LOG("open %s: %s", KSTLS_DEVICE_PATH, strerror(errno));
+	ASSERT_EQ(0, kstls_info_get(self->fd, &info));
+	ASSERT_TRUE(info.features & KSTLS_FEAT_CACHE) TH_LOG("the module offers no cache");
+	ASSERT_LT(0, info.cache_size);
+	self->size = info.cache_size;
+	self->map = mmap(NULL, self->size, PROT_READ, MAP_SHARED, self->fd, 0);
+	ASSERT_NE(MAP_FAILED, self->map) TH_LOG("mmap: %s", strerror(errno));
+	ASSERT_EQ(0, kstls_reg(self->fd, image, sizeof(image), 64, 16, 0, &self->id));
+}
+
+FIXTURE_TEARDOWN(cache)
+{
+	munmap(self->map, self->size);
+	close(self->fd);
+}
+
+TEST_F(cache, header_describes_the_layout)
+{
+	const struct kstls_cache_header *h = self->map;
+
+	ASSERT_EQ(KSTLS_CACHE_MAGIC, h->magic);
+	ASSERT_EQ(KSTLS_CACHE_VERSION, h->version);
+	ASSERT_EQ(1u << h->nr_slots_log2, h->nr_slots);
+	ASSERT_LE(1, h->nr_probes);
+	ASSERT_LE(256, h->dtv_entries);
+	ASSERT_EQ(0, h->mode);
+	ASSERT_LT(h->slots_offset + h->nr_slots * sizeof(struct kstls_cache_slot), self->size);
+}
+
+TEST_F(cache, mapping_is_read_only)
+{
+	void *w = mmap(NULL, self->size, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, 0);
+
+	ASSERT_EQ(MAP_FAILED, w);
+	ASSERT_EQ(-1, mprotect(self->map, self->size, PROT_READ | PROT_WRITE));
+	ASSERT_EQ(EACCES, errno);
+	/* The wrong size or offset is refused too. */
+	ASSERT_EQ(MAP_FAILED, mmap(NULL, 4096, PROT_READ, MAP_SHARED, self->fd, 0));
+	ASSERT_EQ(MAP_FAILED, mmap(NULL, self->size, PROT_READ, MAP_SHARED, self->fd, 4096));
+}
+
+TEST_F(cache, get_addr_fills_and_lookup_hits)
+{
+	unsigned long tp = thread_pointer();
+	void *p;
+
+	ASSERT_EQ(0, cache_lookup(self->map, tp, self->id, 0));
+	ASSERT_EQ(0, kstls_get(self->fd, self->id, 5, &p));
+	ASSERT_EQ((unsigned long)p, cache_lookup(self->map, tp, self->id, 5));
+	ASSERT_STREQ(image, (char *)cache_lookup(self->map, tp, self->id, 0));
+	/* Another id in the same registry slot never matches. */
+	ASSERT_EQ(0, cache_lookup(self->map, tp, self->id + (1ULL << 32), 0));
+	ASSERT_EQ(1, fdinfo_value(self->fd, "cached-threads"));
+}
+
+struct reuse {
+	int fd;
+	__u64 id;
+	const void *map;
+	unsigned long tp;
+	int hit_before_fill, hit_after_fill;
+};
+
+static void *new_thread_probe(void *arg)
+{
+	struct reuse *r = arg;
+	void *p;
+
+	r->tp = thread_pointer();
+	r->hit_before_fill = cache_lookup(r->map, r->tp, r->id, 0) != 0;
+	if (kstls_get(r->fd, r->id, 0, &p))
+		return NULL;
+	r->hit_after_fill = cache_lookup(r->map, r->tp, r->id, 0) == (unsigned long)p;
+	/* Dirty the block: the next thread must not see this. */
+	memset(p, 0x77, 64);
+	return NULL;
+}
+
+TEST_F(cache, reused_thread_pointer_never_hits_the_dead_threads_entry)
+{
+	unsigned long first_tp = 0;
+	int reuses = 0;
+
+	for (int i = 0; i < 200; i++) {
+		struct reuse r = { self->fd, self->id, self->map };
+		pthread_t t;
+
+		ASSERT_EQ(0, pthread_create(&t, NULL, new_thread_probe, &r));
+		ASSERT_EQ(0, pthread_join(t, NULL));
+		ASSERT_EQ(0, r.hit_before_fill) TH_LOG("thread %d hit a dead thread's entry", i);
+		ASSERT_EQ(1, r.hit_after_fill) TH_LOG("thread %d: no hit after GET_ADDR", i);
+		if (!first_tp)
+			first_tp = r.tp;
+		else
+			reuses += r.tp == first_tp;
+	}
+	/* glibc reuses thread stacks: the check above was exercised. */
+	ksft_print_msg("%d of 199 threads reused the first thread's thread pointer\n", reuses);
+	ASSERT_LT(0, reuses);
+	ASSERT_EQ(0, fdinfo_value(self->fd, "cached-threads"));
+}
+
+struct spinner {
+	int fd;
+	__u64 id;
+	const void *map;
+	atomic_int *gone;
+	atomic_int *stop;
+	long hits, stale;
+};
+
+static void *spin_lookup(void *arg)
+{
+	struct spinner *s = arg;
+	unsigned long tp = thread_pointer();
+
+	kstls_get(s->fd, s->id, 0, NULL);
+	while (!atomic_load(s->stop)) {
+		int gone = atomic_load(s->gone);
+		unsigned long a = cache_lookup(s->map, tp, s->id, 0);
+
+		if (a)
+			s->hits++;
+		/* A lookup that began after UNREGISTER returned must not find the block. */
+		if (a && gone)
+			s->stale++;
+	}
+	return NULL;
+}
+
+TEST_F(cache, unregister_while_threads_spin_never_answers_a_freed_block)
+{
+	struct spinner s[4];
+	pthread_t t[4];
+	atomic_int gone = 0, stop = 0;
+
+	for (int i = 0; i < 4; i++) {
+		s[i] = (struct spinner){ self->fd, self->id, self->map, &gone, &stop };
+		ASSERT_EQ(0, pthread_create(&t[i], NULL, spin_lookup, &s[i]));
+	}
+	usleep(200 * 1000);
+	ASSERT_EQ(0, kstls_unreg(self->fd, self->id));
+	atomic_store(&gone, 1);
+	usleep(200 * 1000);
+	atomic_store(&stop, 1);
+	for (int i = 0; i < 4; i++) {
+		ASSERT_EQ(0, pthread_join(t[i], NULL));
+		EXPECT_LT(0, s[i].hits);
+		EXPECT_EQ(0, s[i].stale);
+	}
+}
+
+TEST_F(cache, strict_mode_empties_the_cache_and_traps_every_access)
+{
+	struct kstls_mode m = { .mode = KSTLS_MODE_STRICT };
+	const struct kstls_cache_header *h = self->map;
+	unsigned long tp = thread_pointer();
+	long traps0, fills0;
+
+	ASSERT_EQ(0, kstls_get(self->fd, self->id, 0, NULL));
+	ASSERT_NE(0, cache_lookup(self->map, tp, self->id, 0));
+	ASSERT_EQ(0, kstls_ioctl(self->fd, KSTLS_IOC_SET_MODE, &m));
+	ASSERT_EQ(KSTLS_MODE_STRICT, h->mode);
+	ASSERT_EQ(0, cache_lookup(self->map, tp, self->id, 0));
+	traps0 = fdinfo_value(self->fd, "traps");
+	fills0 = fdinfo_value(self->fd, "cache-fills");
+	for (int i = 0; i < 100; i++)
+		ASSERT_EQ(0, kstls_get(self->fd, self->id, 0, NULL));
+	ASSERT_EQ(traps0 + 100, fdinfo_value(self->fd, "traps"));
+	ASSERT_EQ(fills0, fdinfo_value(self->fd, "cache-fills"));
+	ASSERT_EQ(0, cache_lookup(self->map, tp, self->id, 0));
+	m.mode = 0;
+	ASSERT_EQ(0, kstls_ioctl(self->fd, KSTLS_IOC_SET_MODE, &m));
+	ASSERT_EQ(0, h->mode);
+	ASSERT_EQ(0, kstls_get(self->fd, self->id, 0, NULL));
+	ASSERT_NE(0, cache_lookup(self->map, tp, self->id, 0));
+	m.mode = 2;
+	ASSERT_EQ(-EINVAL, kstls_ioctl(self->fd, KSTLS_IOC_SET_MODE, &m));
+}
+
+TEST_F(cache, fork_does_not_copy_the_mapping_and_others_cannot_map)
+{
+	pid_t pid = fork();
+	int status;
+
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		unsigned char vec;
+		void *m;
+
+		if (mincore(self->map, 4096, &vec) != -1 || errno != ENOMEM)
+			_exit(1);
+		m = mmap(NULL, self->size, PROT_READ, MAP_SHARED, self->fd, 0);
+		_exit(m == MAP_FAILED && errno == EPERM ? 0 : 2);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status));
+	ASSERT_EQ(0, WEXITSTATUS(status));
+}
+
+TEST_HARNESS_MAIN
