@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# check.sh - what `make check` runs: set up the machine, build the test kernel, kstls.ko and the
+# selftests, prove that the test runner catches failures (test-runner.sh), boot the guest and
+# run every test in it (vm.sh check), judge its log (results.py), and print the grand totals.
+#
+#   check.sh               everything above
+#   check.sh --build-only  only setup and the builds; prints the kernel build dir (for demo.sh)
+#
+# The selftests are built with `make -C selftests KDIR=...` when selftests/Makefile exists; it
+# must put the *_test binaries into build/selftests. Each stage's time goes to stderr on a
+# "kstls: " line; build output goes to stderr too. The last line on stdout is the grand total
+# over the runner's own tests and the guest's results, "N passed, N failed" (", N skipped" when
+# any were skipped). Exit status 1 on any failure or when no test passed; a failed build stops
+# at once. Environment: VM_TIMEOUT (limit of the guest boot, default 300 s), VM_TEST_TIMEOUT,
+# JOBS.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+# stage NAME CMD...: run CMD and say how long it took.
+stage() {
+	local name=$1 t0=$SECONDS rc=0
+	shift
+	"$@" || rc=$?
+	say "$name: $((SECONDS - t0)) s$( ((rc == 0)) || echo ", failed with status $rc")"
+	return $rc
+}
+
+# tee_to FILE CMD...: run CMD with its output shown and kept in FILE.
+tee_to() {
+	local file=$1
+	shift
+	"$@" | tee "$file"
+}
+
+build() {
+	stage setup "$KSTLS_ROOT/scripts/setup.sh" >&2
+	KDIR=$(stage kernel "$KSTLS_ROOT/scripts/kernel.sh" build)
+	export KDIR
+	stage module make -C "$KSTLS_ROOT" modules KDIR="$KDIR" >&2
+	if [ -f "$KSTLS_ROOT/selftests/Makefile" ]; then
+		stage selftests make -C "$KSTLS_ROOT/selftests" KDIR="$KDIR" >&2
+	else
+		say "selftests: no selftests/Makefile, nothing to build"
+	fi
+}
+
+passed=0
+failed=0
+skipped=0
+# add_totals WHAT FILE: add the "N passed, N failed[, N skipped]" last line of FILE to the
+# grand totals; a missing line counts as one failure.
+add_totals() {
+	local what=$1 file=$2 last
+	last=$(tail -n 1 "$file" 2>/dev/null || true)
+	if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
+		passed=$((passed + BASH_REMATCH[1]))
+		failed=$((failed + BASH_REMATCH[2]))
+		skipped=$((skipped + ${BASH_REMATCH[4]:-0}))
+	else
+		say "error: $what printed no totals"
+		failed=$((failed + 1))
+	fi
+}
+
+case ${1:-} in
+--build-only)
+	build
+	echo "$KDIR"
+	exit 0
+	;;
+'') ;;
+*) die "usage: check.sh [--build-only]" ;;
+esac
+
+t0=$SECONDS
+build
+out=$KSTLS_ROOT/build/guest
+mkdir -p "$out"
+stage test-runner tee_to "$out/test-runner.txt" "$KSTLS_ROOT/scripts/test-runner.sh" || true
+add_totals test-runner.sh "$out/test-runner.txt"
+stage guest "$KSTLS_ROOT/scripts/vm.sh" check || true
+stage results tee_to "$out/results-check.txt" \
+	python3 "$KSTLS_ROOT/scripts/results.py" "$out/serial-check.log" || true
+add_totals results.py "$out/results-check.txt"
+say "check: $((SECONDS - t0)) s in all"
+
+totals="$passed passed, $failed failed"
+((skipped == 0)) || totals+=", $skipped skipped"
+echo "$totals"
+((failed == 0 && passed > 0))
