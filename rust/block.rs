@@ -36,6 +36,8 @@ pub(crate) struct BlockPool {
     pub(crate) live: u64,
     /// Blocks carved in all (live + free).
     carved: usize,
+    /// The last block handed out was the first of an arena mapped for it.
+    new_arena: bool,
 }
 
 /// A block handed out by `BlockPool::alloc`.
@@ -54,6 +56,7 @@ impl BlockPool {
             end: 0,
             live: 0,
             carved: 0,
+            new_arena: false,
         }
     }
 
@@ -65,6 +68,7 @@ impl BlockPool {
     /// Hands out a block: a recycled one, the next one of the current arena, or the first of a
     /// new arena. `budget` is what the context may still map; it shrinks by what is mapped.
     pub(crate) fn alloc(&mut self, l: &Layout, budget: &mut u64, mm: &OwnerMm<'_>) -> Result<NewBlock> {
+        self.new_arena = false;
         if let Some(addr) = self.free.pop() {
             self.live += 1;
             return Ok(NewBlock { addr, fresh: false });
@@ -86,6 +90,7 @@ impl BlockPool {
                 let _ = self.arenas.push_within_capacity(Arena { base, len });
                 self.next = l.first_block(base).ok_or(ENOMEM)?;
                 self.end = base + len;
+                self.new_arena = true;
                 self.carve(l).ok_or(ENOMEM)?
             }
         };
@@ -103,6 +108,29 @@ impl BlockPool {
         }
         self.next = a.checked_add(l.stride)?;
         Some(a)
+    }
+
+    /// Takes back the block `alloc` just handed out, which could not be initialised: an arena
+    /// mapped for it alone is unmapped again, so a failed first touch leaves no trace. Returns
+    /// the bytes given back to the budget.
+    pub(crate) fn abort(&mut self, addr: usize, mm: &OwnerMm<'_>) -> u64 {
+        if !self.new_arena {
+            self.free(addr);
+            return 0;
+        }
+        self.new_arena = false;
+        self.live -= 1;
+        self.carved -= 1;
+        // The previous arena was full (that is why this one was mapped): carve from a new one.
+        self.next = 0;
+        self.end = 0;
+        match self.arenas.pop() {
+            Some(a) => {
+                mm.unmap(a.base, a.len);
+                a.len as u64
+            }
+            None => 0,
+        }
     }
 
     /// Returns a block to the pool. Never allocates.
@@ -135,6 +163,7 @@ impl BlockPool {
             end: self.end,
             live: u64::from(kept.is_some()),
             carved: self.carved,
+            new_arena: false,
         })
     }
 
@@ -150,6 +179,7 @@ impl BlockPool {
         self.end = 0;
         self.live = 0;
         self.carved = 0;
+        self.new_arena = false;
         bytes
     }
 }

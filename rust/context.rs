@@ -304,7 +304,9 @@ impl Context {
                 let nb = m.pool.alloc(&layout, &mut budget, &owner)?;
                 *mapped += before - budget;
                 if let Err(e) = owner.init_block(nb.addr, &m.image, layout.memsz, nb.fresh) {
-                    m.pool.free(nb.addr);
+                    // The block is ours: if it is still mapped, faulting it in ran out of memory.
+                    let e = if e == EFAULT && owner.is_mapped(nb.addr) { ENOMEM } else { e };
+                    *mapped -= m.pool.abort(nb.addr, &owner);
                     return Err(e);
                 }
                 t.set(slot, nb.addr, layout.memsz);

@@ -120,14 +120,14 @@ impl ExitHook {
         // points to `tp`, live for the call.
         unsafe { bindings::for_each_kernel_tracepoint(Some(find_exit_tp), (&raw mut tp).cast()) };
         if tp.is_null() {
-            pr_warn!("kstls: no sched_process_exit tracepoint, the fast-path cache is off\n");
+            pr_warn!("no sched_process_exit tracepoint, the fast-path cache is off\n");
             return Self { tp };
         }
         // SAFETY: `tp` is a kernel tracepoint and `on_exit` has its probe signature; the probe
         // is unregistered in `drop` before the module text goes away.
         let ret = unsafe { bindings::tracepoint_probe_register(tp, on_exit as *mut c_void, ptr::null_mut()) };
         if ret != 0 {
-            pr_warn!("kstls: cannot attach to sched_process_exit ({}), the cache is off\n", ret);
+            pr_warn!("cannot attach to sched_process_exit ({}), the cache is off\n", ret);
             return Self { tp: ptr::null_mut() };
         }
         ACTIVE.store(true, Ordering::Release);

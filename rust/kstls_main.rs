@@ -134,7 +134,7 @@ impl kernel::InPlaceModule for KstlsModule {
         exit_hook::init_caches();
         let hook = exit_hook::ExitHook::new();
         pr_info!(
-            "kstls: ABI {}, /dev/kstls ready, cache {}\n",
+            "ABI {}, /dev/kstls ready, cache {}\n",
             KSTLS_ABI_VERSION,
             if exit_hook::active() { "on" } else { "off" }
         );

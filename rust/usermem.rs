@@ -96,6 +96,14 @@ impl<'a> OwnerMm<'a> {
         let _ = unsafe { bindings::vm_munmap(addr as c_ulong, len) };
     }
 
+    /// Whether `addr` lies in a mapping of the process (a failed user copy into a block that is
+    /// still mapped was an allocation failure while faulting the page in, not a bad address).
+    pub(crate) fn is_mapped(&self, addr: usize) -> bool {
+        let cur = kernel::current!();
+        cur.mm()
+            .is_some_and(|mm| mm.mmap_read_lock().vma_lookup(addr).is_some())
+    }
+
     /// Initialises a block: `image` at `addr`, then zeroes up to `memsz` unless the memory is
     /// known to be zero already (`fresh`).
     pub(crate) fn init_block(&self, addr: usize, image: &[u8], memsz: usize, fresh: bool) -> Result {

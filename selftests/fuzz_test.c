@@ -1,0 +1,421 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * fuzz_test.c - a seeded, time- and count-bounded fuzzer for /dev/kstls.
+ *
+ * Eight threads send random and boundary ioctls (random commands, mutated numbers and sizes,
+ * bad, unmapped, kernel, read-only, misaligned and page-straddling pointers, random struct
+ * contents, live and stale module ids, reserved bits) while other threads register, unregister
+ * and touch modules, start and end short-lived threads, and the process forks children that use
+ * the inherited fd, adopt it, exec, and pass it over SCM_RIGHTS to other processes. Every ioctl
+ * must return 0 or one of the documented errnos, every address GET_ADDR returns must be inside
+ * the block it names, and nothing may crash; the kernel log is judged by the runner afterwards.
+ *
+ * KSTLS_FUZZ_SEED (default: time-based, printed) replays a run's per-thread sequences;
+ * KSTLS_FUZZ_SECONDS (default 40) and KSTLS_FUZZ_IOCTLS (default unbounded) bound it;
+ * KSTLS_FUZZ_CHURNERS (default 1) threads start and end batches of short-lived threads.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "kselftest_harness.h"
+#include "kstls_test.h"
+
+#define NFUZZ 8
+#define NIDS 16
+
+static int fd;
+static long page;
+static unsigned char *rw, *ro, *hole, *edge;	/* buffers for arguments */
+static _Atomic __u64 ids[NIDS];			/* module ids, live or stale */
+static atomic_long nioctls, nexits, nforks, nbad;
+static atomic_int stop;
+static long max_ioctls;
+static time_t deadline;
+static unsigned int seed;
+static char badmsg[256];
+
+static __u64 rnd64(unsigned int *s)
+{
+	return ((__u64)rand_r(s) << 33) ^ ((__u64)rand_r(s) << 11) ^ (__u64)rand_r(s);
+}
+
+/* Boundary values first, then random ones. */
+static __u64 pick_value(unsigned int *s)
+{
+	static const __u64 edges[] = { 0, 1, 2, 3, 7, 8, 15, 16, 63, 64, 4095, 4096, 4097,
+				       1 << 20, (1 << 20) + 1, 1ULL << 31, 1ULL << 32,
+				       (1ULL << 32) + 1, 1ULL << 63, ~0ULL, ~0ULL - 1 };
+
+	switch (rand_r(s) % 4) {
+	case 0:
+	case 1:
+		return edges[rand_r(s) % (sizeof(edges) / sizeof(edges[0]))];
+	case 2:
+		return atomic_load(&ids[rand_r(s) % NIDS]);
+	default:
+		return rnd64(s);
+	}
+}
+
+static void *pick_pointer(unsigned int *s, size_t len)
+{
+	switch (rand_r(s) % 10) {
+	case 0:
+		return NULL;
+	case 1:
+		return (void *)0xffffffff81000000UL;
+	case 2:
+		return hole;
+	case 3:
+		return ro + rand_r(s) % page;
+	case 4:
+		return edge + page - (rand_r(s) % (len + 1));	/* straddles into a hole */
+	case 5:
+		return (void *)(uintptr_t)rnd64(s);
+	default:
+		return rw + rand_r(s) % (page - 128);	/* valid, often misaligned */
+	}
+}
+
+static const unsigned long cmds[] = { KSTLS_IOC_INFO, KSTLS_IOC_REGISTER, KSTLS_IOC_UNREGISTER,
+				      KSTLS_IOC_GET_ADDR, KSTLS_IOC_STATS, KSTLS_IOC_ADOPT,
+				      KSTLS_IOC_SET_MODE };
+
+static int allowed(int err)
+{
+	return err == EINVAL || err == EFAULT || err == ENOTTY || err == EPERM || err == E2BIG ||
+	       err == ENOSPC || err == ENOMEM || err == EBADF;
+}
+
+static void note_bad(const char *what, unsigned long cmd, int err)
+{
+	if (atomic_fetch_add(&nbad, 1) == 0)
+		snprintf(badmsg, sizeof(badmsg), "%s: cmd %#lx errno %d (%s)", what, cmd, err,
+			 strerror(err));
+}
+
+static int done(void)
+{
+	return atomic_load(&stop) || time(NULL) >= deadline ||
+	       (max_ioctls && atomic_load(&nioctls) >= max_ioctls);
+}
+
+static void *fuzz_thread(void *arg)
+{
+	unsigned int s = seed + (unsigned int)(uintptr_t)arg;
+
+	while (!done()) {
+		unsigned long cmd = cmds[rand_r(&s) % (sizeof(cmds) / sizeof(cmds[0]))];
+		unsigned char *buf = rw + 2048 + (rand_r(&s) % 8) * 128;
+		void *argp;
+		int ret;
+
+		switch (rand_r(&s) % 5) {
+		case 0:	/* a random command */
+			cmd = (unsigned long)rnd64(&s) & 0xffffffff;
+			break;
+		case 1:	/* a mutated one: another nr, size or direction */
+			cmd ^= 1UL << (rand_r(&s) % 32);
+			break;
+		default:
+			break;
+		}
+		if (rand_r(&s) % 3) {
+			/* A plausible struct: boundary values in every field. */
+			for (int w = 0; w < 10; w++) {
+				__u64 v = pick_value(&s);
+
+				memcpy(buf + 8 * w, &v, 8);
+			}
+			if (cmd == KSTLS_IOC_REGISTER && rand_r(&s) % 2) {
+				struct kstls_register r = {
+					.image = (__u64)(uintptr_t)pick_pointer(&s, 64),
+					.filesz = rand_r(&s) % 200, .memsz = 200 + rand_r(&s) % 5000,
+					.align = 1ULL << (rand_r(&s) % 14),
+				};
+				r.align_offset = r.align > 1 ? rand_r(&s) % r.align : 0;
+				memcpy(buf, &r, sizeof(r));
+			}
+			if (cmd == KSTLS_IOC_ADOPT)
+				*(__u32 *)buf = rand_r(&s) % 8;
+			argp = buf + rand_r(&s) % 8 * (rand_r(&s) % 2);
+		} else {
+			argp = pick_pointer(&s, 80);
+		}
+		ret = ioctl(fd, cmd, argp);
+		atomic_fetch_add(&nioctls, 1);
+		if (ret == -1 && !allowed(errno))
+			note_bad("unexpected errno", cmd, errno);
+		if (ret == 0 && cmd == KSTLS_IOC_REGISTER) {
+			__u64 id;
+
+			memcpy(&id, (char *)argp + offsetof(struct kstls_register, module), 8);
+			atomic_store(&ids[rand_r(&s) % NIDS], id);
+		}
+		if (ret == 0 && cmd == KSTLS_IOC_SET_MODE && rand_r(&s) % 2) {
+			struct kstls_mode m = { 0 };	/* don't stay strict for long */
+
+			ioctl(fd, KSTLS_IOC_SET_MODE, &m);
+		}
+	}
+	return NULL;
+}
+
+/* Registers, touches and unregisters modules; checks every address it gets. */
+/*
+ * Reads @len bytes at @p into @out through a pipe, so that a block unmapped by a concurrent
+ * UNREGISTER (fuzz threads may guess live ids) is an EFAULT, not a crash.
+ */
+static int read_user(int pipefd[2], const void *p, void *out, size_t len)
+{
+	if (write(pipefd[1], p, len) != (ssize_t)len)
+		return -1;
+	return read(pipefd[0], out, len) == (ssize_t)len ? 0 : -1;
+}
+
+static void *module_thread(void *arg)
+{
+	unsigned int s = seed + 100 + (unsigned int)(uintptr_t)arg;
+	static const unsigned char img[64] = "fuzz image";
+	unsigned char got[sizeof(img)];
+	int pipefd[2];
+
+	if (pipe(pipefd))
+		return NULL;
+	while (!done()) {
+		__u64 align = 1ULL << (rand_r(&s) % 13), memsz = 64 + rand_r(&s) % 4096, id;
+		__u64 off = align > 1 ? rand_r(&s) % align : 0;
+		void *p;
+		int ret = kstls_reg(fd, img, sizeof(img), memsz, align, off, &id);
+
+		atomic_fetch_add(&nioctls, 1);
+		if (ret) {
+			if (!allowed(-ret))
+				note_bad("register", KSTLS_IOC_REGISTER, -ret);
+			continue;
+		}
+		ret = kstls_get(fd, id, memsz - 1, &p);
+		atomic_fetch_add(&nioctls, 1);
+		if (ret == 0 && ((uintptr_t)p - (memsz - 1)) % align != off)
+			note_bad("misaligned block", KSTLS_IOC_GET_ADDR, 0);
+		else if (ret == 0 && !read_user(pipefd, (char *)p - (memsz - 1), got, sizeof(got)) &&
+			 memcmp(got, img, sizeof(img)))
+			note_bad("uninitialised block", KSTLS_IOC_GET_ADDR, 0);
+		else if (ret && !allowed(-ret))
+			note_bad("get_addr", KSTLS_IOC_GET_ADDR, -ret);
+		__u64 old = atomic_exchange(&ids[rand_r(&s) % NIDS], id);
+
+		if (old && rand_r(&s) % 2) {
+			ret = kstls_unreg(fd, old);
+			atomic_fetch_add(&nioctls, 1);
+			if (ret && ret != -EINVAL)
+				note_bad("unregister", KSTLS_IOC_UNREGISTER, -ret);
+		}
+	}
+	close(pipefd[0]);
+	close(pipefd[1]);
+	return NULL;
+}
+
+static void *short_lived(void *arg)
+{
+	unsigned int s = (unsigned int)(uintptr_t)arg;
+
+	for (int i = 0; i < 4; i++)
+		kstls_get(fd, atomic_load(&ids[rand_r(&s) % NIDS]), rand_r(&s) % 64, NULL);
+	atomic_fetch_add(&nioctls, 4);
+	return NULL;
+}
+
+static void *churn_thread(void *arg)
+{
+	unsigned int s = seed + 200 + (unsigned int)(uintptr_t)arg;
+
+	while (!done()) {
+		pthread_t t[8];
+		int n = 0;
+
+		for (int i = 0; i < 8; i++)
+			n += pthread_create(&t[n], NULL, short_lived, (void *)(uintptr_t)rand_r(&s)) == 0;
+		for (int i = 0; i < n; i++)
+			pthread_join(t[i], NULL);
+		atomic_fetch_add(&nexits, n);
+	}
+	return NULL;
+}
+
+static void send_fd(int sock, int passed)
+{
+	char c = 'f';
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			      .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &passed, sizeof(int));
+	sendmsg(sock, &msg, 0);
+}
+
+static int recv_fd(int sock)
+{
+	char c;
+	int got = -1;
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			      .msg_controllen = sizeof(u.buf) };
+
+	if (recvmsg(sock, &msg, 0) == 1 && CMSG_FIRSTHDR(&msg))
+		memcpy(&got, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(int));
+	return got;
+}
+
+/* Children: the inherited fd must be refused, ADOPT must work, exec must drop everything. */
+static int child_checks(unsigned int s)
+{
+	struct kstls_adopt a = { .parent_fd = (__u32)fd };
+	int own, sv[2];
+
+	if (kstls_get(fd, atomic_load(&ids[0]), 0, NULL) != -EPERM)
+		return 1;
+	own = kstls_open();
+	if (own < 0)
+		return 2;
+	if (ioctl(own, KSTLS_IOC_ADOPT, &a))
+		return 3;
+	for (int i = 0; i < 20; i++)
+		kstls_get(own, atomic_load(&ids[rand_r(&s) % NIDS]), rand_r(&s) % 64, NULL);
+	/* Pass our own context to a grandchild, which must not be able to use it. */
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0) {
+		pid_t g = fork();
+
+		if (g == 0) {
+			int got = recv_fd(sv[1]);
+			struct kstls_info info;
+
+			_exit(got >= 0 && kstls_info_get(got, &info) == -EPERM ? 0 : 1);
+		}
+		send_fd(sv[0], own);
+		int st;
+
+		if (g > 0 && (waitpid(g, &st, 0) != g || !WIFEXITED(st) || WEXITSTATUS(st)))
+			return 4;
+	}
+	if (rand_r(&s) % 4 == 0)
+		execl("/bin/true", "true", (char *)NULL);
+	return 0;
+}
+
+static void *fork_thread(void *arg)
+{
+	unsigned int s = seed + 300;
+
+	(void)arg;
+	while (!done()) {
+		pid_t pid = fork();
+		int st;
+
+		if (pid == 0)
+			_exit(child_checks(rand_r(&s)));
+		if (pid < 0)
+			continue;
+		atomic_fetch_add(&nforks, 1);
+		if (waitpid(pid, &st, 0) == pid && (!WIFEXITED(st) || WEXITSTATUS(st))) {
+			if (atomic_fetch_add(&nbad, 1) == 0)
+				snprintf(badmsg, sizeof(badmsg), "child failed: status %#x", st);
+		}
+		usleep(20000);
+	}
+	return NULL;
+}
+
+static void *map_pages(int prot)
+{
+	void *p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p != MAP_FAILED && prot != (PROT_READ | PROT_WRITE))
+		mprotect(p, page, prot);
+	return p;
+}
+
+FIXTURE(fuzz)
+{
+};
+
+FIXTURE_SETUP(fuzz)
+{
+}
+
+FIXTURE_TEARDOWN(fuzz)
+{
+}
+
+TEST_F_TIMEOUT(fuzz, random_ioctls_with_threads_forks_and_exits, 7200)
+{
+	const char *e;
+	long secs = (e = getenv("KSTLS_FUZZ_SECONDS")) ? atol(e) : 40;
+	long churners = (e = getenv("KSTLS_FUZZ_CHURNERS")) ? atol(e) : 1;
+	pthread_t t[NFUZZ + 3 + 16];
+	struct kstls_info info;
+	int n = 0;
+
+	seed = (e = getenv("KSTLS_FUZZ_SEED")) ? (unsigned int)strtoul(e, NULL, 0)
+					      : (unsigned int)(time(NULL) ^ getpid());
+	max_ioctls = (e = getenv("KSTLS_FUZZ_IOCTLS")) ? atol(e) : 0;
+	ksft_print_msg("seed %u (replay with KSTLS_FUZZ_SEED=%u), %ld s\n", seed, seed, secs);
+	page = sysconf(_SC_PAGESIZE);
+	rw = map_pages(PROT_READ | PROT_WRITE);
+	ro = map_pages(PROT_READ);
+	hole = map_pages(PROT_NONE);
+	edge = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, edge);
+	ASSERT_EQ(0, munmap(edge + page, page));
+	fd = kstls_open();
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, kstls_info_get(fd, &info));
+	/* With the cache mapped, GET_ADDR also exercises the fill and exit paths. */
+	if (info.cache_size)
+		ASSERT_NE(MAP_FAILED, mmap(NULL, info.cache_size, PROT_READ, MAP_SHARED, fd, 0));
+	deadline = time(NULL) + secs;
+	for (long i = 0; i < NFUZZ; i++)
+		ASSERT_EQ(0, pthread_create(&t[n++], NULL, fuzz_thread, (void *)i));
+	for (long i = 0; i < 2; i++)
+		ASSERT_EQ(0, pthread_create(&t[n++], NULL, module_thread, (void *)i));
+	for (long i = 0; i < churners && i < 16; i++)
+		ASSERT_EQ(0, pthread_create(&t[n++], NULL, churn_thread, (void *)i));
+	ASSERT_EQ(0, pthread_create(&t[n++], NULL, fork_thread, NULL));
+	for (int i = 0; i < n; i++)
+		ASSERT_EQ(0, pthread_join(t[i], NULL));
+	ksft_print_msg("%ld ioctls, %ld thread exits, %ld forks, %ld problems\n",
+		       atomic_load(&nioctls), atomic_load(&nexits), atomic_load(&nforks),
+		       atomic_load(&nbad));
+	ASSERT_EQ(0, atomic_load(&nbad)) TH_LOG("seed %u: %s", seed, badmsg);
+	/* The context still answers sensibly, and a fresh one starts empty. */
+	ASSERT_EQ(0, kstls_info_get(fd, &info));
+	ASSERT_LE(info.block_bytes, info.max_block_bytes);
+	close(fd);
+	fd = kstls_open();
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, kstls_info_get(fd, &info));
+	ASSERT_EQ(0, info.nr_modules);
+	close(fd);
+}
+
+TEST_HARNESS_MAIN

@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * lib_test.h - helpers of the libkstls selftests (glibc and musl programs): run a TLS module's
+ * checks on 8 threads at once, read the kernel's counters, find the test's shared objects.
+ */
+#ifndef LIB_TEST_H
+#define LIB_TEST_H
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "kstls.h"
+
+#define NTHREADS 8
+
+/* The functions a test module exports (tlsobj.h, twolibc.c, the Rust cdylib). */
+struct tls_ops {
+	int (*check_fresh)(void);
+	void (*set)(unsigned long v);
+	int (*check)(unsigned long v);
+	void *(*addr)(int which);
+	int naddr;	/* variables tls_ops.addr knows */
+	unsigned long align;	/* required alignment of addr(naddr - 1), 0: none */
+};
+
+struct tls_job {
+	const struct tls_ops *ops;
+	pthread_barrier_t *barrier;
+	unsigned long v;
+	int fresh, own, own_after;
+	void *addr[8];
+};
+
+static void *tls_job_run(void *arg)
+{
+	struct tls_job *j = arg;
+
+	j->fresh = j->ops->check_fresh();
+	j->ops->set(j->v);
+	for (int i = 0; i < j->ops->naddr; i++)
+		j->addr[i] = j->ops->addr(i);
+	/* Everyone has written their own values: nobody may see another thread's. */
+	pthread_barrier_wait(j->barrier);
+	j->own = j->ops->check(j->v);
+	pthread_barrier_wait(j->barrier);
+	j->own_after = j->ops->check(j->v);
+	return NULL;
+}
+
+/*
+ * Runs the module's checks on NTHREADS threads at once: each sees .tdata initialised and .tbss
+ * zero, writes values of its own, and reads them back after all others wrote theirs; the
+ * addresses of every variable differ between threads. Returns 0 or a description in @why.
+ */
+static inline int tls_run_threads(const struct tls_ops *ops, char *why, size_t len)
+{
+	struct tls_job jobs[NTHREADS];
+	pthread_t t[NTHREADS];
+	pthread_barrier_t b;
+
+	pthread_barrier_init(&b, NULL, NTHREADS);
+	for (int i = 0; i < NTHREADS; i++) {
+		jobs[i] = (struct tls_job){ .ops = ops, .barrier = &b, .v = 1000 + 17 * i };
+		if (pthread_create(&t[i], NULL, tls_job_run, &jobs[i])) {
+			snprintf(why, len, "pthread_create failed");
+			return -1;
+		}
+	}
+	for (int i = 0; i < NTHREADS; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&b);
+	for (int i = 0; i < NTHREADS; i++) {
+		struct tls_job *j = &jobs[i];
+
+		if (j->fresh || j->own || j->own_after) {
+			snprintf(why, len, "thread %d: fresh check %d, own values %d, %d", i, j->fresh,
+				 j->own, j->own_after);
+			return -1;
+		}
+		for (int k = 0; k < ops->naddr; k++) {
+			if (!j->addr[k]) {
+				snprintf(why, len, "thread %d: variable %d has no address", i, k);
+				return -1;
+			}
+			for (int o = 0; o < i; o++)
+				if (jobs[o].addr[k] == j->addr[k]) {
+					snprintf(why, len, "threads %d and %d share variable %d at %p",
+						 o, i, k, j->addr[k]);
+					return -1;
+				}
+		}
+		if (ops->align && (unsigned long)j->addr[ops->naddr - 1] % ops->align) {
+			snprintf(why, len, "thread %d: %p is not aligned to %lu", i,
+				 j->addr[ops->naddr - 1], ops->align);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The kernel's counters of @fd, narrowed to @module (0: all). 0 or -errno. */
+static inline int tls_stats(int fd, uint64_t module, struct kstls_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->module = module;
+	return ioctl(fd, KSTLS_IOC_STATS, st) ? -errno : 0;
+}
+
+static inline int tls_info(int fd, struct kstls_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	return ioctl(fd, KSTLS_IOC_INFO, info) ? -errno : 0;
+}
+
+/* @name in the directory of the running test binary's lib/ (where the Makefile puts them). */
+static inline const char *tls_lib_path(const char *name)
+{
+	static char path[PATH_MAX];
+	char *slash;
+	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+
+	if (n < 0)
+		return name;
+	path[n] = 0;
+	slash = strrchr(path, '/');
+	if (!slash)
+		return name;
+	snprintf(slash + 1, sizeof(path) - (slash + 1 - path), "lib/%s", name);
+	return path;
+}
+
+/* Fills @ops from the tlsobj_* functions of @handle (prefix "tlsobj_" or another). */
+static inline int tls_ops_dlsym(void *handle, const char *prefix, struct tls_ops *ops)
+{
+	char name[64];
+
+#define TLS_SYM(field, fn)                                                  \
+	do {                                                               \
+		snprintf(name, sizeof(name), "%s%s", prefix, fn);          \
+		*(void **)&ops->field = dlsym(handle, name);               \
+		if (!ops->field)                                           \
+			return -1;                                         \
+	} while (0)
+	TLS_SYM(check_fresh, "check_fresh");
+	TLS_SYM(set, "set");
+	TLS_SYM(check, "check");
+	TLS_SYM(addr, "addr");
+#undef TLS_SYM
+	return 0;
+}
+
+#endif /* LIB_TEST_H */
