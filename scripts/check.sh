@@ -8,8 +8,8 @@
 #   check.sh               everything above
 #   check.sh --build-only  only setup and the builds; prints the kernel build dir (for demo.sh)
 #
-# The selftests are built with `make -C selftests KDIR=...` when selftests/Makefile exists; it
-# must put the *_test binaries into build/selftests. Each stage's time goes to stderr on a
+# The selftests are built with `make -C selftests KDIR=...`, which puts the *_test binaries into
+# build/selftests; the demo program with `make -C demo`. Each stage's time goes to stderr on a
 # "kstls: " line; build output goes to stderr too. The last line on stdout is the grand total
 # over the runner's own tests and the guest's results, "N passed, N failed" (", N skipped" when
 # any were skipped). Exit status 1 on any failure or when no test passed; a failed build stops
@@ -39,11 +39,8 @@ build() {
 	KDIR=$(stage kernel "$KSTLS_ROOT/scripts/kernel.sh" build)
 	export KDIR
 	stage module make -C "$KSTLS_ROOT" modules KDIR="$KDIR" >&2
-	if [ -f "$KSTLS_ROOT/selftests/Makefile" ]; then
-		stage selftests make -C "$KSTLS_ROOT/selftests" KDIR="$KDIR" >&2
-	else
-		say "selftests: no selftests/Makefile, nothing to build"
-	fi
+	stage selftests make -C "$KSTLS_ROOT/selftests" KDIR="$KDIR" >&2
+	stage demo make -C "$KSTLS_ROOT/demo" >&2
 }
 
 passed=0

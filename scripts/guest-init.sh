@@ -58,6 +58,9 @@ fi
 # KUnit suites built into the kernel run at boot, before this line reaches the kernel log; the
 # host counts only the suites after it (those of the modules loaded here).
 echo "guest-init: loading modules" >/dev/kmsg
+# memory: MemFree and Slab, to compare before the modules load and after they unload.
+memory() { awk '/^(MemFree|Slab):/ {printf "%s %s kB ", $1, $2}' /proc/meminfo; }
+mark "memory before load: $(memory)"
 loaded=
 while read -r name path args; do
 	# $args is split on purpose: it holds the module parameters.
@@ -121,6 +124,7 @@ for name in $loaded; do
 	mark "rmmod $name rc=$rc"
 	[ $rc = 0 ] || { grep "^$name " /proc/modules; ps -o pid,stat,args | grep -v ' \[.*\]$'; }
 done
+mark "memory after unload: $(memory)"
 
 # kmemleak reports an object only when it is at least 5 s old at the start of a scan and its
 # contents did not change since the previous scan: scan once now, and again when everything

@@ -12,7 +12,8 @@
  *
  * KSTLS_FUZZ_SEED (default: time-based, printed) replays a run's per-thread sequences;
  * KSTLS_FUZZ_SECONDS (default 40) and KSTLS_FUZZ_IOCTLS (default unbounded) bound it;
- * KSTLS_FUZZ_CHURNERS (default 1) threads start and end batches of short-lived threads.
+ * KSTLS_FUZZ_CHURNERS (default 1) threads start and end batches of short-lived threads. With
+ * both KSTLS_FUZZ_IOCTLS and KSTLS_FUZZ_EXITS set, the run ends once both counts are reached.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -36,7 +37,7 @@ static unsigned char *rw, *ro, *hole, *edge;	/* buffers for arguments */
 static _Atomic __u64 ids[NIDS];			/* module ids, live or stale */
 static atomic_long nioctls, nexits, nforks, nbad;
 static atomic_int stop;
-static long max_ioctls;
+static long max_ioctls, min_exits;
 static time_t deadline;
 static unsigned int seed;
 static char badmsg[256];
@@ -104,7 +105,8 @@ static void note_bad(const char *what, unsigned long cmd, int err)
 static int done(void)
 {
 	return atomic_load(&stop) || time(NULL) >= deadline ||
-	       (max_ioctls && atomic_load(&nioctls) >= max_ioctls);
+	       (max_ioctls && atomic_load(&nioctls) >= max_ioctls &&
+		atomic_load(&nexits) >= min_exits);
 }
 
 static void *fuzz_thread(void *arg)
@@ -379,6 +381,7 @@ TEST_F_TIMEOUT(fuzz, random_ioctls_with_threads_forks_and_exits, 7200)
 	seed = (e = getenv("KSTLS_FUZZ_SEED")) ? (unsigned int)strtoul(e, NULL, 0)
 					      : (unsigned int)(time(NULL) ^ getpid());
 	max_ioctls = (e = getenv("KSTLS_FUZZ_IOCTLS")) ? atol(e) : 0;
+	min_exits = (e = getenv("KSTLS_FUZZ_EXITS")) ? atol(e) : 0;
 	ksft_print_msg("seed %u (replay with KSTLS_FUZZ_SEED=%u), %ld s\n", seed, seed, secs);
 	page = sysconf(_SC_PAGESIZE);
 	rw = map_pages(PROT_READ | PROT_WRITE);
@@ -403,9 +406,9 @@ TEST_F_TIMEOUT(fuzz, random_ioctls_with_threads_forks_and_exits, 7200)
 	ASSERT_EQ(0, pthread_create(&t[n++], NULL, fork_thread, NULL));
 	for (int i = 0; i < n; i++)
 		ASSERT_EQ(0, pthread_join(t[i], NULL));
-	ksft_print_msg("%ld ioctls, %ld thread exits, %ld forks, %ld problems\n",
+	ksft_print_msg("%ld ioctls, %ld thread exits, %ld forks, %ld problems in %ld s\n",
 		       atomic_load(&nioctls), atomic_load(&nexits), atomic_load(&nforks),
-		       atomic_load(&nbad));
+		       atomic_load(&nbad), secs - (long)(deadline - time(NULL)));
 	ASSERT_EQ(0, atomic_load(&nbad)) TH_LOG("seed %u: %s", seed, badmsg);
 	/* The context still answers sensibly, and a fresh one starts empty. */
 	ASSERT_EQ(0, kstls_info_get(fd, &info));
