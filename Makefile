@@ -5,6 +5,7 @@
 #   make demo        set everything up, boot the guest with kstls loaded, show it working
 #   make check       set everything up and run every test (KUnit + selftests in the guest)
 #   make vm-run CMD='...' [VM_EXTRA=dir]   run a command in the guest with kstls loaded
+#   make bench                             the benchmark in the guest (docs/BENCHMARKS.md)
 #   make fuzz [DURATION=s] [SEED=n] [IOCTLS=n EXITS=n]   the fuzzer alone, long (600 s, or
 #                                          until both counts are reached)
 #   make KDIR=... [LLVM=1]                 build kstls.ko against your own Rust-enabled kernel
@@ -48,6 +49,10 @@ vm-run:
 	@test -n "$(CMD)" || { echo "usage: make vm-run CMD='...' [VM_EXTRA=dir]"; exit 2; }
 	scripts/vm.sh run $(if $(VM_EXTRA),--extra $(VM_EXTRA)) -- $(CMD)
 
+bench:
+	scripts/check.sh --build-only >/dev/null
+	scripts/bench.sh
+
 DURATION ?= 600
 fuzz:
 	scripts/check.sh --build-only >/dev/null
@@ -56,4 +61,4 @@ fuzz:
 		$(if $(SEED),KSTLS_FUZZ_SEED=$(SEED)) $(if $(IOCTLS),KSTLS_FUZZ_IOCTLS=$(IOCTLS)) \
 		$(if $(EXITS),KSTLS_FUZZ_EXITS=$(EXITS)) ./build/selftests/fuzz_test'
 
-.PHONY: all modules modules_install clean rust-analyzer setup kernel selftests check demo vm-run fuzz
+.PHONY: all modules modules_install clean rust-analyzer setup kernel selftests check demo vm-run bench fuzz

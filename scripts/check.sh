@@ -9,7 +9,8 @@
 #   check.sh --build-only  only setup and the builds; prints the kernel build dir (for demo.sh)
 #
 # The selftests are built with `make -C selftests KDIR=...`, which puts the *_test binaries into
-# build/selftests; the demo program with `make -C demo`. Each stage's time goes to stderr on a
+# build/selftests; the demo program with `make -C demo`. After the guest's tests, the benchmark
+# runs once in its short mode (scripts/bench.sh --short) and counts as one test. Each stage's time goes to stderr on a
 # "kstls: " line; build output goes to stderr too. The last line on stdout is the grand total
 # over the runner's own tests and the guest's results, "N passed, N failed" (", N skipped" when
 # any were skipped). Exit status 1 on any failure or when no test passed; a failed build stops
@@ -81,6 +82,16 @@ stage guest "$KSTLS_ROOT/scripts/vm.sh" check || true
 stage results tee_to "$out/results-check.txt" \
 	python3 "$KSTLS_ROOT/scripts/results.py" "$out/serial-check.log" || true
 add_totals results.py "$out/results-check.txt"
+# The benchmark in its short mode: it proves every path works and every output is written; it
+# never judges a timing. It counts as one test.
+if stage bench "$KSTLS_ROOT/scripts/bench.sh" --short >"$out/bench-short.txt" 2>&1; then
+	passed=$((passed + 1))
+	echo "ok bench: scripts/bench.sh --short"
+else
+	failed=$((failed + 1))
+	echo "FAIL bench: scripts/bench.sh --short (output in $out/bench-short.txt)"
+	tail -n 20 "$out/bench-short.txt"
+fi
 say "check: $((SECONDS - t0)) s in all"
 
 totals="$passed passed, $failed failed"
