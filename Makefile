@@ -30,6 +30,24 @@ modules modules_install clean rust-analyzer:
 	@test -n "$(KDIR)" -a -d "$(KDIR)" || { echo "KDIR is not a kernel build directory (run 'make kernel' or pass KDIR=...)"; exit 1; }
 	$(MAKE) -C $(KDIR) M=$(CURDIR) $(KMAKE_VARS) $@
 
+# Installation: the module (modules_install, needs KDIR), the uapi header, the udev rule giving
+# /dev/kstls mode 0666, the man pages and, once built, libkstls. DESTDIR and PREFIX are honoured.
+PREFIX ?= /usr/local
+UDEVDIR ?= /etc/udev/rules.d
+INSTALL ?= install
+INST_FILES = $(PREFIX)/include/linux/kstls.h $(UDEVDIR)/60-kstls.rules \
+	$(PREFIX)/share/man/man4/kstls.4
+
+install: modules
+	$(MAKE) -C $(KDIR) M=$(CURDIR) $(KMAKE_VARS) INSTALL_MOD_PATH=$(DESTDIR) modules_install
+	$(INSTALL) -D -m 0644 uapi/kstls.h $(DESTDIR)$(PREFIX)/include/linux/kstls.h
+	$(INSTALL) -D -m 0644 packaging/60-kstls.rules $(DESTDIR)$(UDEVDIR)/60-kstls.rules
+	$(INSTALL) -D -m 0644 man/kstls.4 $(DESTDIR)$(PREFIX)/share/man/man4/kstls.4
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INST_FILES))
+	rm -f $(DESTDIR)/lib/modules/$(shell $(MAKE) -s -C $(KDIR) kernelrelease 2>/dev/null)/updates/kstls.ko
+
 setup:
 	scripts/setup.sh
 
@@ -61,4 +79,4 @@ fuzz:
 		$(if $(SEED),KSTLS_FUZZ_SEED=$(SEED)) $(if $(IOCTLS),KSTLS_FUZZ_IOCTLS=$(IOCTLS)) \
 		$(if $(EXITS),KSTLS_FUZZ_EXITS=$(EXITS)) ./build/selftests/fuzz_test'
 
-.PHONY: all modules modules_install clean rust-analyzer setup kernel selftests check demo vm-run bench fuzz
+.PHONY: all modules modules_install clean rust-analyzer setup kernel selftests check demo vm-run bench fuzz install uninstall
