@@ -9,7 +9,8 @@
 #   check.sh --build-only  only setup and the builds; prints the kernel build dir (for demo.sh)
 #
 # The selftests are built with `make -C selftests KDIR=...`, which puts the *_test binaries into
-# build/selftests; the demo program with `make -C demo`. After the guest's tests, the benchmark
+# build/selftests; libkstls and its scenario tests with `make -C userspace-lib` (into build/lib
+# and build/selftests); the demo program with `make -C demo`. After the guest's tests, the benchmark
 # runs once in its short mode (scripts/bench.sh --short) and counts as one test. Each stage's time goes to stderr on a
 # "kstls: " line; build output goes to stderr too. The last line on stdout is the grand total
 # over the runner's own tests and the guest's results, "N passed, N failed" (", N skipped" when
@@ -41,6 +42,7 @@ build() {
 	export KDIR
 	stage module make -C "$KSTLS_ROOT" modules KDIR="$KDIR" >&2
 	stage selftests make -C "$KSTLS_ROOT/selftests" KDIR="$KDIR" >&2
+	stage libkstls make -C "$KSTLS_ROOT/userspace-lib" >&2
 	stage demo make -C "$KSTLS_ROOT/demo" >&2
 }
 
@@ -82,6 +84,14 @@ stage guest "$KSTLS_ROOT/scripts/vm.sh" check || true
 stage results tee_to "$out/results-check.txt" \
 	python3 "$KSTLS_ROOT/scripts/results.py" "$out/serial-check.log" || true
 add_totals results.py "$out/results-check.txt"
+# Host-side checks of the library: no undefined libc symbol in libkstls.so or libkstls.a.
+if stage symbols make -s -C "$KSTLS_ROOT/userspace-lib" check-symbols >"$out/symbols.txt" 2>&1; then
+	passed=$((passed + 1))
+	echo "ok symbols: $(head -n 1 "$out/symbols.txt")"
+else
+	failed=$((failed + 1))
+	echo "FAIL symbols: $(tail -n 3 "$out/symbols.txt")"
+fi
 # The benchmark in its short mode: it proves every path works and every output is written; it
 # never judges a timing. It counts as one test.
 if stage bench "$KSTLS_ROOT/scripts/bench.sh" --short >"$out/bench-short.txt" 2>&1; then

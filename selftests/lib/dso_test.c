@@ -74,9 +74,9 @@ TEST(loaded_with_dlopen)
 	*(void **)&kfd = dlsym(h, "tlsobj_kstls_fd");
 	ASSERT_NE(NULL, registered);
 	ASSERT_NE(NULL, kfd);
+	check_served(_metadata, &ops, registered, kfd);
 	/* Its own module, not the one linked at start-up. */
 	ASSERT_NE((void *)tlsobj_addr(0), ops.addr(0));
-	check_served(_metadata, &ops, registered, kfd);
 	ASSERT_EQ(0, dlclose(h));
 }
 

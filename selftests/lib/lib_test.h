@@ -155,4 +155,60 @@ static inline int tls_ops_dlsym(void *handle, const char *prefix, struct tls_ops
 	return 0;
 }
 
+static inline int tls_ops_from(void *h, const char *prefix, struct tls_ops *ops, int (**registered)(uint64_t *), int (**kfd)(void))
+{
+	ops->naddr = 4;
+	char name[64];
+
+	if (tls_ops_dlsym(h, prefix, ops))
+		return -1;
+	snprintf(name, sizeof(name), "%sregistered", prefix);
+	*(void **)registered = dlsym(h, name);
+	snprintf(name, sizeof(name), "%skstls_fd", prefix);
+	*(void **)kfd = dlsym(h, name);
+	return *registered && *kfd ? 0 : -1;
+}
+
+/*
+ * The checks of a loaded test module whose functions are named @prefix...: registered with a
+ * kstls id, NTHREADS threads see their own fresh values (tls_run_threads), the kernel allocated
+ * one block per thread and answered at least as many lookups, and the main thread then gets a
+ * fresh block too. 0, or the line that failed with a description in @why.
+ */
+static inline int tls_check_module(void *h, const char *prefix, int naddr, unsigned long align,
+				   char *why, size_t len)
+{
+	struct kstls_stats before, after;
+	int (*registered)(uint64_t *);
+	int (*kfd)(void);
+	struct tls_ops ops;
+	uint64_t id;
+	int fd;
+
+	if (tls_ops_from(h, prefix, &ops, &registered, &kfd))
+		return snprintf(why, len, "missing symbols: %s", dlerror()), __LINE__;
+	ops.naddr = naddr;
+	ops.align = align;
+	if (registered(&id) || id < KSTLS_MODULE_ID_MIN)
+		return snprintf(why, len, "not registered (%d)", registered(NULL)), __LINE__;
+	fd = kfd();
+	if (fd < 0 || tls_stats(fd, id, &before))
+		return snprintf(why, len, "no context: %d", fd), __LINE__;
+	if (tls_run_threads(&ops, why, len))
+		return __LINE__;
+	if (tls_stats(fd, id, &after) || after.allocs != before.allocs + NTHREADS ||
+	    after.lookups < after.allocs)
+		return snprintf(why, len, "counters: %llu allocs before, %llu after, %llu lookups",
+				(unsigned long long)before.allocs, (unsigned long long)after.allocs,
+				(unsigned long long)after.lookups), __LINE__;
+	if (ops.check_fresh())
+		return snprintf(why, len, "main thread not fresh"), __LINE__;
+	ops.set(5);
+	if (ops.check(5))
+		return snprintf(why, len, "main thread values"), __LINE__;
+	snprintf(why, len, "module %#llx: %llu lookups, %llu allocs", (unsigned long long)id,
+		 (unsigned long long)after.lookups, (unsigned long long)after.allocs);
+	return 0;
+}
+
 #endif /* LIB_TEST_H */

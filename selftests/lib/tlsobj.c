@@ -31,6 +31,17 @@ static __thread unsigned char ld_tbss[TLSOBJ_TBSS_LEN] LD;
 static __thread unsigned char aligned_var[TLSOBJ_ALIGN] LD __attribute__((aligned(TLSOBJ_ALIGN))) = { 0x5a };
 #endif
 
+#ifdef TLSOBJ_HOST_VAR
+/* Defined by the program: its DTPMOD64 slot holds the host's id of the program, which kstls
+ * must leave alone and forward to the host's __tls_get_addr. */
+extern __thread unsigned long tlsobj_host_var GD;
+
+unsigned long *tlsobj_host_var_addr(void)
+{
+	return &tlsobj_host_var;
+}
+#endif
+
 static uint64_t module_id;
 static int reg_err = -1;
 

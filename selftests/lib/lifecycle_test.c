@@ -1,0 +1,301 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * lifecycle_test.c - scenario 6 of libkstls, in a glibc program linked with -lkstls (the shared
+ * library) whose test objects are linked with -lkstls too, so they all share one context:
+ * TLS alignments 16, 64 and 4096 (block addresses congruent to p_vaddr modulo p_align, with an
+ * image misaligned on purpose through kstls_register), dlclose then dlopen again giving fresh
+ * values and leaving nothing behind (INFO back to where it was), the first access of a process
+ * or thread inside a signal handler, access after fork in the child (the forking thread's
+ * values, the parent unaffected), a module id of the host forwarded to glibc's own
+ * __tls_get_addr, and a forged kstls id ending the process loudly instead of returning garbage.
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include "kselftest_harness.h"
+#include "lib_test.h"
+#include "tlsobj.h"
+
+void *__tls_get_addr(struct kstls_tls_index *ti);
+
+/* The program's own TLS variable that libhostvar.so refers to (exported with -rdynamic). */
+__thread unsigned long tlsobj_host_var = 0x600dUL;
+
+/*
+ * The program keeps one module of its own registered, so the context outlives the test
+ * objects (the library closes it when the last module goes) and INFO compares like with like.
+ */
+static uint64_t own_module;
+static const char own_image[16] = "program module";
+
+static int keep_context(void)
+{
+	struct kstls_image img = { own_image, sizeof(own_image), 64, 16, 0 };
+
+	return own_module ? 0 : kstls_register(&img, &own_module);
+}
+
+FIXTURE(align)
+{
+	void *h;
+};
+
+FIXTURE_VARIANT(align)
+{
+	const char *lib;
+	unsigned long align;
+};
+
+FIXTURE_VARIANT_ADD(align, a16) { "libalign16.so", 16 };
+FIXTURE_VARIANT_ADD(align, a64) { "libalign64.so", 64 };
+FIXTURE_VARIANT_ADD(align, a4096) { "libalign4096.so", 4096 };
+
+FIXTURE_SETUP(align)
+{
+	ASSERT_EQ(0, keep_context());
+	self->h = dlopen(tls_lib_path(variant->lib), RTLD_NOW | RTLD_LOCAL);
+	ASSERT_NE(NULL, self->h) TH_LOG("dlopen: %s", dlerror());
+}
+
+FIXTURE_TEARDOWN(align)
+{
+	if (self->h)
+		dlclose(self->h);
+}
+
+/* 8 threads, the aligned variable (the last of tlsobj_addr's) aligned as asked. */
+TEST_F(align, threads_see_aligned_fresh_blocks)
+{
+	char why[200] = "";
+
+	ASSERT_EQ(0, tls_check_module(self->h, "tlsobj_", 5, variant->align, why, sizeof(why)))
+		TH_LOG("%s", why);
+	ksft_print_msg("align %lu: %s\n", variant->align, why);
+}
+
+struct mis_job {
+	uint64_t id;
+	uintptr_t addr;
+	int ok;
+};
+
+static void *mis_thread(void *arg)
+{
+	struct mis_job *j = arg;
+	char *p = kstls_get_tls_addr(j->id, 0);
+
+	j->addr = (uintptr_t)p;
+	j->ok = p && !memcmp(p, "misaligned!", 12) && !p[40];
+	return NULL;
+}
+
+/* p_vaddr % p_align != 0: GNU ld always aligns PT_TLS, so the image is described by hand. */
+TEST(misaligned_image_congruent_blocks)
+{
+	static const char image[12] __attribute__((aligned(64))) = "misaligned!";
+	struct kstls_image img = { image, sizeof(image), 48, 64, 24 };
+	struct mis_job jobs[NTHREADS];
+	pthread_t t[NTHREADS];
+	uint64_t id;
+
+	ASSERT_EQ(0, keep_context());
+	ASSERT_EQ(0, kstls_register(&img, &id));
+	for (int i = 0; i < NTHREADS; i++) {
+		jobs[i] = (struct mis_job){ .id = id };
+		ASSERT_EQ(0, pthread_create(&t[i], NULL, mis_thread, &jobs[i]));
+	}
+	for (int i = 0; i < NTHREADS; i++) {
+		pthread_join(t[i], NULL);
+		EXPECT_TRUE(jobs[i].ok);
+		EXPECT_EQ(24, jobs[i].addr % 64) TH_LOG("thread %d: %#lx", i, (unsigned long)jobs[i].addr);
+	}
+	ASSERT_EQ(0, kstls_unregister(id));
+}
+
+/* dlclose, then dlopen again: fresh values, the module count and memory back where they were. */
+TEST(dlclose_dlopen_fresh_no_leak)
+{
+	struct kstls_info base, info;
+	struct tls_ops ops = { .naddr = 5 };
+	void *h;
+
+	ASSERT_EQ(0, keep_context());
+	ASSERT_EQ(0, tls_info(kstls_fd(), &base));
+	for (int round = 0; round < 20; round++) {
+		char why[200] = "";
+
+		h = dlopen(tls_lib_path("libalign64.so"), RTLD_NOW | RTLD_LOCAL);
+		ASSERT_NE(NULL, h) TH_LOG("dlopen: %s", dlerror());
+		ASSERT_EQ(0, tls_ops_dlsym(h, "tlsobj_", &ops));
+		ASSERT_EQ(0, tls_info(kstls_fd(), &info));
+		ASSERT_EQ(base.nr_modules + 1, info.nr_modules);
+		ASSERT_EQ(0, ops.check_fresh()) TH_LOG("round %d: stale values after dlopen", round);
+		ops.set(round + 100);
+		ASSERT_EQ(0, ops.check(round + 100));
+		if (round == 0)
+			ASSERT_EQ(0, tls_run_threads(&ops, why, sizeof(why))) TH_LOG("%s", why);
+		ASSERT_EQ(0, dlclose(h));
+		ASSERT_EQ(0, tls_info(kstls_fd(), &info));
+		ASSERT_EQ(base.nr_modules, info.nr_modules) TH_LOG("round %d", round);
+	}
+	EXPECT_EQ(base.image_bytes, info.image_bytes);
+	EXPECT_EQ(base.block_bytes, info.block_bytes);
+	ksft_print_msg("20 dlopen/dlclose rounds: %u modules, %llu block bytes, %llu image bytes, as before\n",
+		       info.nr_modules, (unsigned long long)info.block_bytes,
+		       (unsigned long long)info.image_bytes);
+}
+
+static struct tls_ops sig_ops = { .naddr = 4 };
+static volatile int sig_result = -1;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	int r = sig_ops.check_fresh();
+
+	if (!r) {
+		sig_ops.set(31337);
+		r = sig_ops.check(31337) ? 10 : 0;
+	}
+	sig_result = r;
+}
+
+static void *signalled_thread(void *arg)
+{
+	(void)arg;
+	sig_result = -1;
+	raise(SIGUSR1);
+	return NULL;
+}
+
+/*
+ * The first TLS access of a process (a forked child: the inherited context must be adopted) and
+ * of a thread (its block allocated) both happen inside a signal handler.
+ */
+TEST(first_access_in_signal_handler)
+{
+	int status;
+	pid_t pid;
+	void *h = dlopen(tls_lib_path("libtlsobj_dl.so"), RTLD_NOW | RTLD_LOCAL);
+
+	ASSERT_NE(NULL, h) TH_LOG("dlopen: %s", dlerror());
+	ASSERT_EQ(0, tls_ops_dlsym(h, "tlsobj_", &sig_ops));
+	ASSERT_EQ(SIG_ERR != signal(SIGUSR1, on_signal), 1);
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		pthread_t t;
+
+		raise(SIGUSR1);
+		if (sig_result)
+			_exit(1 + sig_result);
+		if (sig_ops.check(31337))
+			_exit(20);
+		if (pthread_create(&t, NULL, signalled_thread, NULL) || pthread_join(t, NULL))
+			_exit(30);
+		_exit(sig_result ? 40 + sig_result : 0);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status)) TH_LOG("status %#x", status);
+	ASSERT_EQ(0, WEXITSTATUS(status));
+	dlclose(h);
+}
+
+/* After fork, the child's thread has the values of the forking thread, in both a private and a
+ * shared copy of the library; its new threads start fresh; the parent is unaffected. */
+TEST(access_after_fork_in_child)
+{
+	struct tls_ops priv = { .naddr = 4 }, shared = { .naddr = 5 };
+	void *hp = dlopen(tls_lib_path("libtlsobj_dl.so"), RTLD_NOW | RTLD_LOCAL);
+	void *hs = dlopen(tls_lib_path("libalign64.so"), RTLD_NOW | RTLD_LOCAL);
+	int status;
+	pid_t pid;
+
+	ASSERT_EQ(0, keep_context());
+	ASSERT_NE(NULL, hp) TH_LOG("dlopen: %s", dlerror());
+	ASSERT_NE(NULL, hs) TH_LOG("dlopen: %s", dlerror());
+	ASSERT_EQ(0, tls_ops_dlsym(hp, "tlsobj_", &priv));
+	ASSERT_EQ(0, tls_ops_dlsym(hs, "tlsobj_", &shared));
+	priv.set(11);
+	shared.set(12);
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		char why[200];
+
+		if (priv.check(11) || shared.check(12))
+			_exit(1);
+		priv.set(21);
+		shared.set(22);
+		if (priv.check(21) || shared.check(22))
+			_exit(2);
+		if (tls_run_threads(&priv, why, sizeof(why)) || tls_run_threads(&shared, why, sizeof(why)))
+			_exit(3);
+		if (priv.check(21) || shared.check(22))
+			_exit(4);
+		_exit(0);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status)) TH_LOG("status %#x", status);
+	ASSERT_EQ(0, WEXITSTATUS(status));
+	ASSERT_EQ(0, priv.check(11));
+	ASSERT_EQ(0, shared.check(12));
+	dlclose(hs);
+	dlclose(hp);
+}
+
+static void *host_var_thread(void *arg)
+{
+	unsigned long *(*addr)(void) = arg;
+
+	return addr() == &tlsobj_host_var && tlsobj_host_var == 0x600dUL ? arg : NULL;
+}
+
+/* A DTPMOD64 slot that names the program (not the object) keeps glibc's id: kstls forwards it. */
+TEST(host_module_id_forwarded_to_glibc)
+{
+	unsigned long *(*addr)(void);
+	void *h = dlopen(tls_lib_path("libhostvar.so"), RTLD_NOW | RTLD_LOCAL);
+	pthread_t t;
+	void *r;
+
+	ASSERT_NE(NULL, h) TH_LOG("dlopen: %s", dlerror());
+	*(void **)&addr = dlsym(h, "tlsobj_host_var_addr");
+	ASSERT_NE(NULL, addr);
+	ASSERT_EQ(&tlsobj_host_var, addr());
+	ASSERT_EQ(0, pthread_create(&t, NULL, host_var_thread, addr));
+	ASSERT_EQ(0, pthread_join(t, &r));
+	ASSERT_NE(NULL, r);
+	dlclose(h);
+}
+
+/* An id kstls never gave out: the process ends with SIGABRT and a message, never garbage. */
+TEST(forged_kstls_id_fails_loudly)
+{
+	int status, pipefd[2];
+	char buf[256] = "";
+	pid_t pid;
+
+	ASSERT_EQ(0, keep_context());
+	ASSERT_EQ(0, pipe(pipefd));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		struct kstls_tls_index ti = { .module = own_module + 0x777, .offset = 0 };
+
+		dup2(pipefd[1], 2);
+		__tls_get_addr(&ti);
+		_exit(0);
+	}
+	close(pipefd[1]);
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_LT(0, read(pipefd[0], buf, sizeof(buf) - 1));
+	close(pipefd[0]);
+	ASSERT_TRUE(WIFSIGNALED(status)) TH_LOG("status %#x", status);
+	ASSERT_EQ(SIGABRT, WTERMSIG(status));
+	ASSERT_NE(NULL, strstr(buf, "kstls: __tls_get_addr")) TH_LOG("%s", buf);
+	ksft_print_msg("forged id: %s", buf);
+}
+
+TEST_HARNESS_MAIN

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * twolibc_test.c - scenario 4 of libkstls, two libcs in one process: a glibc program loads
+ * libtwolibc.so, a shared object statically linked with musl's libc.a and libkstls.a, with
+ * dlopen and with LD_PRELOAD; the object's TLS (general- and local-dynamic, used by musl's own
+ * snprintf) works on 8 threads and the kernel's counters show it served them. The same object
+ * built without kstls is run in a child process and what happens to it is reported (expected:
+ * broken, since musl's __tls_get_addr reads glibc's thread control block as if it were musl's).
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include "kselftest_harness.h"
+#include "lib_test.h"
+
+TEST(dlopen_into_glibc)
+{
+	char why[200] = "";
+	void *h = dlopen(tls_lib_path("libtwolibc.so"), RTLD_NOW | RTLD_LOCAL);
+
+	ASSERT_NE(NULL, h) TH_LOG("dlopen: %s", dlerror());
+	ASSERT_EQ(0, tls_check_module(h, "twolibc_", 4, 0, why, sizeof(why))) TH_LOG("%s", why);
+	ksft_print_msg("dlopen: %s\n", why);
+	ASSERT_EQ(0, dlclose(h));
+}
+
+/* The LD_PRELOAD run: this program again, with the object preloaded. */
+static int preloaded_main(void)
+{
+	char why[200] = "";
+	int ret = tls_check_module(RTLD_DEFAULT, "twolibc_", 4, 0, why, sizeof(why));
+
+	printf("# LD_PRELOAD: %s%s\n", ret ? "FAILED: " : "", why);
+	return ret ? 1 : 0;
+}
+
+static int run_child(char *const argv[], char *const envp[])
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		execve(argv[0], argv, envp);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid)
+		return -1;
+	return status;
+}
+
+TEST(ld_preload_into_glibc)
+{
+	char env[PATH_MAX + 16];
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	int status;
+
+	ASSERT_LT(0, n);
+	self[n] = 0;
+	snprintf(env, sizeof(env), "LD_PRELOAD=%s", tls_lib_path("libtwolibc.so"));
+	char *const argv[] = { self, "--preloaded", NULL };
+	char *const envp[] = { env, NULL };
+
+	status = run_child(argv, envp);
+	ASSERT_TRUE(WIFEXITED(status)) TH_LOG("status %#x", status);
+	ASSERT_EQ(0, WEXITSTATUS(status));
+}
+
+/* What the object's TLS does without kstls: run in a child, report, assert nothing about it. */
+TEST(without_kstls_for_comparison)
+{
+	int status;
+	pid_t pid = fork();
+
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		struct tls_ops ops = { .naddr = 4 };
+		void *h = dlopen(tls_lib_path("libtwolibc_nokstls.so"), RTLD_NOW | RTLD_LOCAL);
+
+		if (!h || tls_ops_dlsym(h, "twolibc_", &ops))
+			_exit(100);
+		int fresh = ops.check_fresh();
+
+		ops.set(3);
+		_exit(fresh ? 10 + fresh : ops.check(3) ? 20 + ops.check(3) : 0);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	if (WIFSIGNALED(status))
+		ksft_print_msg("without kstls: the glibc process died of signal %d (%s) at the object's first TLS access\n",
+			       WTERMSIG(status), strsignal(WTERMSIG(status)));
+	else if (WEXITSTATUS(status) == 0)
+		ksft_print_msg("without kstls: the object's TLS happened to work\n");
+	else if (WEXITSTATUS(status) == 100)
+		ksft_print_msg("without kstls: the object could not be loaded\n");
+	else
+		ksft_print_msg("without kstls: wrong TLS values (check %d): .tdata not initialised or shared\n",
+			       WEXITSTATUS(status));
+	/* With kstls the same access works: shown by the two tests above. */
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && !strcmp(argv[1], "--preloaded"))
+		return preloaded_main();
+	return test_harness_run(argc, argv);
+}

@@ -1,0 +1,254 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! x86-64 code: the exported `__tls_get_addr` entry (assembly, with the fast path), the thread
+//! pointer, and the raw system calls rustix does not offer.
+//!
+//! `__tls_get_addr` is called by compiler-generated general- and local-dynamic TLS sequences
+//! with `%rdi` pointing to a `tls_index` and, because of GCC PR58066, possibly with a stack that
+//! is not 16-byte aligned. The entry therefore does its fast path without touching the stack,
+//! tail-jumps to the host's own `__tls_get_addr` (which realigns itself) for module ids below
+//! `KSTLS_MODULE_ID_MIN`, and only aligns the stack (keeping `%rbp` as the frame pointer, with
+//! CFI so unwinders and debuggers follow) before calling the Rust slow path. It clobbers only
+//! registers the psABI lets a call clobber.
+//!
+//! The fast path is the cache lookup documented in `uapi/kstls.h`: from the copy of the cache
+//! header in the library's `FastState` page, hash `%fs:0` to a slot, read it under its seqcount
+//! (x86-64 keeps loads in order, so plain `mov`s in this order are a correct seqcount read),
+//! then load the thread's entry for the module. About 30 instructions on a hit; no syscall, no
+//! lock, no atomic read-modify-write, no store.
+
+use core::arch::asm;
+use core::arch::global_asm;
+use core::mem::offset_of;
+
+use crate::context::FastState;
+use crate::context::FAST;
+use crate::host::HOST_TLS_GET_ADDR;
+use crate::uapi::KSTLS_CACHE_HASH_MUL;
+
+global_asm!(
+    ".text",
+    ".globl __tls_get_addr",
+    ".type __tls_get_addr, @function",
+    ".p2align 4",
+    "__tls_get_addr:",
+    "kstls_tga_local:",                 // a local alias, for `tls_get_addr_entry`
+    ".cfi_startproc",
+    "mov (%rdi), %rax",                 // rax = module id
+    "mov %rax, %rcx",
+    "shr $32, %rcx",
+    "jz 5f",                            // below KSTLS_MODULE_ID_MIN: the host's module
+    "mov {fast}(%rip), %rdx",           // rdx = FastState page, or 0 before the first setup
+    "test %rdx, %rdx",
+    "jz 8f",
+    "mov {slots}(%rdx), %r8",           // 0 while there is no cache in this process
+    "test %r8, %r8",
+    "jz 8f",
+    "mov %eax, %r9d",                   // r9 = the id's registry slot (low 32 bits)
+    "cmp {dtv_entries}(%rdx), %r9",
+    "jae 8f",                           // never cached
+    "shl $4, %r9",                      // * sizeof(struct kstls_cache_dtv_entry)
+    "mov %fs:0, %rax",                  // rax = thread pointer (the psABI self-pointer)
+    "movabs ${mul}, %r10",
+    "imul %rax, %r10",
+    "mov {shift}(%rdx), %ecx",
+    "shr %cl, %r10",                    // r10 = hash
+    "mov {probes}(%rdx), %r11",         // r11 = probes left
+    "1:",
+    "and {mask}(%rdx), %r10",
+    "mov %r10, %rcx",
+    "shl $5, %rcx",                     // * sizeof(struct kstls_cache_slot)
+    "add %r8, %rcx",                    // rcx = slot
+    "mov (%rcx), %rsi",                 // rsi = seq ...
+    "test $1, %sil",
+    "jnz 8f",                           // odd: being written
+    "cmp 8(%rcx), %rax",                // ... and tp
+    "je 2f",
+    "inc %r10",
+    "dec %r11",
+    "jnz 1b",
+    "jmp 8f",
+    "2:",
+    "mov 16(%rcx), %r10",               // dtv_offset, bounded before use
+    "cmp {dtv_limit}(%rdx), %r10",
+    "ja 8f",
+    "add {cache}(%rdx), %r10",
+    "add %r9, %r10",                    // r10 = the thread's entry for the module
+    "mov (%r10), %r11",                 // entry module
+    "mov 8(%r10), %r10",                // entry block
+    "cmp (%rcx), %rsi",                 // seq unchanged?
+    "jne 8f",
+    "cmp (%rdi), %r11",                 // the full id, generation included
+    "jne 8f",
+    "mov 8(%rdi), %rax",
+    "add %r10, %rax",                   // block + offset
+    "ret",
+    "5:",
+    "mov {host}(%rip), %rax",
+    "cmp $1, %rax",
+    "jbe 8f",                           // 0: not looked up yet, 1: there is none
+    "jmp *%rax",                        // the host's __tls_get_addr, same stack, same %rdi
+    "8:",
+    "push %rbp",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_rel_offset %rbp, 0",
+    "mov %rsp, %rbp",
+    ".cfi_def_cfa_register %rbp",
+    "and $-16, %rsp",
+    "call {slow}",
+    "mov %rbp, %rsp",
+    "pop %rbp",
+    ".cfi_def_cfa %rsp, 8",
+    ".cfi_restore %rbp",
+    "ret",
+    ".cfi_endproc",
+    ".size __tls_get_addr, . - __tls_get_addr",
+    fast = sym FAST,
+    host = sym HOST_TLS_GET_ADDR,
+    slow = sym crate::tls_get_addr_slow,
+    slots = const offset_of!(FastState, slots),
+    cache = const offset_of!(FastState, cache),
+    mask = const offset_of!(FastState, slot_mask),
+    shift = const offset_of!(FastState, shift),
+    probes = const offset_of!(FastState, nr_probes),
+    dtv_entries = const offset_of!(FastState, dtv_entries),
+    dtv_limit = const offset_of!(FastState, dtv_limit),
+    mul = const KSTLS_CACHE_HASH_MUL,
+    options(att_syntax)
+);
+
+// The static archive is for linking into one module privately: its public symbols are hidden
+// there, so a shared object that links it never exports (or interposes) `__tls_get_addr`.
+#[cfg(feature = "archive")]
+global_asm!(
+    ".hidden __tls_get_addr",
+    ".hidden kstls_init",
+    ".hidden kstls_fd",
+    ".hidden kstls_register",
+    ".hidden kstls_unregister",
+    ".hidden kstls_register_self",
+    ".hidden kstls_unregister_self",
+    ".hidden kstls_get_tls_addr",
+);
+
+/// The thread pointer: the psABI self-pointer at `%fs:0`.
+///
+/// # Safety
+///
+/// The FS base must point to a thread control block whose first word is its own address (every
+/// libc keeps it; a program without libc must set it up, see the README).
+#[inline(always)]
+pub(crate) unsafe fn thread_pointer() -> u64 {
+    let tp: u64;
+    // SAFETY: The caller guarantees that %fs:0 is readable.
+    unsafe {
+        asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
+    tp
+}
+
+/// The address of our own `__tls_get_addr` entry (not the one the symbol resolves to).
+pub(crate) fn tls_get_addr_entry() -> usize {
+    let a: usize;
+    // SAFETY: Only computes an address.
+    unsafe {
+        asm!("lea {}, [rip + kstls_tga_local]", out(reg) a, options(nomem, nostack, preserves_flags))
+    };
+    a
+}
+
+/// A raw system call with two arguments; returns the raw result (-4095..-1 is an errno).
+#[inline]
+unsafe fn syscall2(nr: usize, a0: usize, a1: usize) -> isize {
+    let ret: isize;
+    // SAFETY: The caller passes a system call and arguments that are valid for it.
+    unsafe {
+        asm!("syscall", inlateout("rax") nr as isize => ret, in("rdi") a0, in("rsi") a1,
+             lateout("rcx") _, lateout("r11") _, options(nostack, preserves_flags))
+    };
+    ret
+}
+
+/// A raw system call with six arguments; returns the raw result.
+#[inline]
+unsafe fn syscall6(nr: usize, a: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: The caller passes a system call and arguments that are valid for it.
+    unsafe {
+        asm!("syscall", inlateout("rax") nr as isize => ret, in("rdi") a[0], in("rsi") a[1],
+             in("rdx") a[2], in("r10") a[3], in("r8") a[4], in("r9") a[5],
+             lateout("rcx") _, lateout("r11") _, options(nostack, preserves_flags))
+    };
+    ret
+}
+
+const SYS_RT_SIGPROCMASK: usize = 14;
+const SYS_ARCH_PRCTL: usize = 158;
+const SYS_EXIT_GROUP: usize = 231;
+const SYS_TGKILL: usize = 234;
+const ARCH_GET_FS: usize = 0x1003;
+
+/// The calling thread's FS base (`arch_prctl(ARCH_GET_FS)`), 0 when it has none.
+pub(crate) fn fs_base() -> u64 {
+    let mut base: u64 = 0;
+    // SAFETY: ARCH_GET_FS writes one u64 to the address given, which is `base`.
+    let r = unsafe { syscall2(SYS_ARCH_PRCTL, ARCH_GET_FS, &mut base as *mut u64 as usize) };
+    if r < 0 {
+        0
+    } else {
+        base
+    }
+}
+
+/// How `sigprocmask` changes the mask.
+pub(crate) const SIG_UNBLOCK: usize = 1;
+pub(crate) const SIG_SETMASK: usize = 2;
+
+/// `rt_sigprocmask(how, &set, &old)` on the kernel's 64-bit signal set; returns the old mask.
+pub(crate) fn sigprocmask(how: usize, set: u64) -> u64 {
+    let mut old: u64 = 0;
+    // SAFETY: Both pointers are to u64 locals, the size of the kernel's sigset on x86-64.
+    unsafe {
+        syscall6(
+            SYS_RT_SIGPROCMASK,
+            [
+                how,
+                &set as *const u64 as usize,
+                &mut old as *mut u64 as usize,
+                8,
+                0,
+                0,
+            ],
+        )
+    };
+    old
+}
+
+/// Sends `sig` to the calling thread.
+pub(crate) fn raise(sig: usize) {
+    let pid = rustix::process::getpid().as_raw_nonzero().get() as usize;
+    let tid = rustix::thread::gettid().as_raw_nonzero().get() as usize;
+    // SAFETY: tgkill has no memory arguments.
+    unsafe { syscall6(SYS_TGKILL, [pid, tid, sig, 0, 0, 0]) };
+}
+
+/// Ends the process with `status`.
+pub(crate) fn exit_group(status: usize) -> ! {
+    // SAFETY: exit_group has no memory arguments and does not return.
+    unsafe { syscall2(SYS_EXIT_GROUP, status, 0) };
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Whether the 8 bytes at `addr` are readable, tested without touching them: the kernel reads
+/// them as the new signal mask of `rt_sigprocmask` with an invalid `how`, which fails with
+/// `EFAULT` when they cannot be read and with `EINVAL` (changing nothing) when they can. (Unlike
+/// `process_vm_readv`, this needs no optional kernel feature.)
+pub(crate) fn readable(addr: usize) -> bool {
+    const EINVAL: isize = -22;
+    // SAFETY: The kernel only reads (and checks) `addr`; the mask is never changed because
+    // `how` is invalid.
+    let r = unsafe { syscall6(SYS_RT_SIGPROCMASK, [usize::MAX, addr, 0, 8, 0, 0]) };
+    r == EINVAL
+}
