@@ -18,9 +18,23 @@ B=$(kbuild_dir) || die "no kernel source: run scripts/setup.sh first"
 [ "$cmd" = build ] || die "usage: kernel.sh build|dir"
 
 SRC=$(ksrc)
-mkdir -p "$B"
+mkdir -p "$(dirname "$B")"
 exec 9>"$B.lock"
 flock 9
+# A new key (a config change) starts from the newest finished build of the same source: Kbuild
+# tracks dependencies per config symbol, so only what the change touches is rebuilt.
+if [ ! -d "$B" ]; then
+	seed=$(ls -td "${B%-*}"-*/ 2>/dev/null | while read -r d; do
+		[ -f "$d/.kstls-built" ] && { echo "${d%/}"; break; }
+	done)
+	if [ -n "$seed" ]; then
+		say "seeding $B from $seed"
+		cp -a "$seed" "$B.tmp"
+		rm -f "$B.tmp/.kstls-configured" "$B.tmp/.kstls-built"
+		mv "$B.tmp" "$B"
+	fi
+fi
+mkdir -p "$B"
 KMAKE=(make -s -C "$SRC" O="$B" "${KTOOLS[@]}" -j"$JOBS")
 
 # --- config key ---  (everything from here on is part of the cache key)
