@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 
 #include "kselftest_harness.h"
+#include "kstls_cache.h"
 #include "kstls_test.h"
 
 static unsigned long thread_pointer(void)
@@ -21,38 +22,6 @@ static unsigned long thread_pointer(void)
 
 	__asm__ volatile("mov %%fs:0, %0" : "=r"(tp));
 	return tp;
-}
-
-/* The lookup of uapi/kstls.h: 0 on a miss, else the address of (id, offset). */
-static unsigned long cache_lookup(const void *cache, unsigned long tp, __u64 id, __u64 offset)
-{
-	const struct kstls_cache_header *h = cache;
-	const struct kstls_cache_slot *slots = (const void *)((const char *)cache + h->slots_offset);
-	__u64 home = (tp * KSTLS_CACHE_HASH_MUL) >> (64 - h->nr_slots_log2);
-	__u32 mslot = (__u32)id;
-
-	if (mslot >= h->dtv_entries)
-		return 0;
-	for (__u32 i = 0; i < h->nr_probes; i++) {
-		const struct kstls_cache_slot *s = &slots[(home + i) & (h->nr_slots - 1)];
-		__u64 seq = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
-		const struct kstls_cache_dtv_entry *e;
-		__u64 module, block;
-
-		if (__atomic_load_n(&s->tp, __ATOMIC_RELAXED) != tp)
-			continue;
-		if (seq & 1)
-			return 0;
-		e = (const void *)((const char *)cache + __atomic_load_n(&s->dtv_offset,
-									  __ATOMIC_RELAXED));
-		module = __atomic_load_n(&e[mslot].module, __ATOMIC_RELAXED);
-		block = __atomic_load_n(&e[mslot].block, __ATOMIC_RELAXED);
-		__atomic_thread_fence(__ATOMIC_ACQUIRE);
-		if (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) != seq || module != id || !block)
-			return 0;
-		return block + offset;
-	}
-	return 0;
 }
 
 static long fdinfo_value(int fd, const char *key)
