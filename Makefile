@@ -31,18 +31,24 @@ modules modules_install clean rust-analyzer:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) $(KMAKE_VARS) $@
 
 # Installation: the module (modules_install, needs KDIR), the uapi header, the udev rule giving
-# /dev/kstls mode 0666, the man pages and, once built, libkstls. DESTDIR and PREFIX are honoured.
+# /dev/kstls mode 0666, the man pages, and libkstls (libkstls.{a,so}, kstls.h, kstls.pc, through
+# userspace-lib's own install). DESTDIR and PREFIX are honoured; scripts/install-test.sh checks
+# the tree, pkg-config and the man pages.
 PREFIX ?= /usr/local
 UDEVDIR ?= /etc/udev/rules.d
 INSTALL ?= install
 INST_FILES = $(PREFIX)/include/linux/kstls.h $(UDEVDIR)/60-kstls.rules \
-	$(PREFIX)/share/man/man4/kstls.4
+	$(PREFIX)/share/man/man4/kstls.4 $(PREFIX)/share/man/man3/libkstls.3 \
+	$(PREFIX)/include/kstls.h $(PREFIX)/lib/libkstls.a $(PREFIX)/lib/libkstls.so \
+	$(PREFIX)/lib/pkgconfig/kstls.pc
 
 install: modules
 	$(MAKE) -C $(KDIR) M=$(CURDIR) $(KMAKE_VARS) INSTALL_MOD_PATH=$(DESTDIR) modules_install
 	$(INSTALL) -D -m 0644 uapi/kstls.h $(DESTDIR)$(PREFIX)/include/linux/kstls.h
 	$(INSTALL) -D -m 0644 packaging/60-kstls.rules $(DESTDIR)$(UDEVDIR)/60-kstls.rules
 	$(INSTALL) -D -m 0644 man/kstls.4 $(DESTDIR)$(PREFIX)/share/man/man4/kstls.4
+	$(INSTALL) -D -m 0644 man/libkstls.3 $(DESTDIR)$(PREFIX)/share/man/man3/libkstls.3
+	$(MAKE) -C userspace-lib install PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INST_FILES))

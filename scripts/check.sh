@@ -11,7 +11,8 @@
 # The selftests are built with `make -C selftests KDIR=...`, which puts the *_test binaries into
 # build/selftests; libkstls and its scenario tests with `make -C userspace-lib` (into build/lib
 # and build/selftests); the demo program with `make -C demo`. After the guest's tests, the benchmark
-# runs once in its short mode (scripts/bench.sh --short) and counts as one test. Each stage's time goes to stderr on a
+# runs once in its short mode (scripts/bench.sh --short) and counts as one test; the install
+# test (scripts/install-test.sh: DESTDIR tree, pkg-config, man -l, uninstall) adds its own. Each stage's time goes to stderr on a
 # "kstls: " line; build output goes to stderr too. The last line on stdout is the grand total
 # over the runner's own tests and the guest's results, "N passed, N failed" (", N skipped" when
 # any were skipped). Exit status 1 on any failure or when no test passed; a failed build stops
@@ -92,6 +93,9 @@ else
 	failed=$((failed + 1))
 	echo "FAIL symbols: $(tail -n 3 "$out/symbols.txt")"
 fi
+# Host-side: make install into a DESTDIR, pkg-config, man pages, make uninstall (one test each).
+stage install tee_to "$out/install-test.txt" "$KSTLS_ROOT/scripts/install-test.sh" || true
+add_totals install-test.sh "$out/install-test.txt"
 # The benchmark in its short mode: it proves every path works and every output is written; it
 # never judges a timing. It counts as one test.
 if stage bench "$KSTLS_ROOT/scripts/bench.sh" --short >"$out/bench-short.txt" 2>&1; then

@@ -13,6 +13,7 @@
 #ifndef KSTLS_H
 #define KSTLS_H
 
+#include <stddef.h>	/* NULL, for KSTLS_REGISTER_SELF(NULL) */
 #include <stdint.h>
 #include <linux/kstls.h>	/* the ABI: struct kstls_tls_index, KSTLS_MODULE_ID_MIN, ... */
 

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# install-test.sh - what a user of `make install` gets, checked on the host: the installed tree
+# under a DESTDIR (exactly the expected files, with their modes), `pkg-config --cflags --libs
+# kstls` against it, a C program and a shared object built from nothing but that tree (the
+# program runs: with no /dev/kstls on the host, kstls_init() must say -ENOENT), both man pages
+# rendered by `man -l` without a warning, and `make uninstall` removing every file it installed.
+#
+#   install-test.sh    needs KDIR (the kernel build dir) in the environment, as check.sh sets it
+#
+# Prints "ok N what" / "not ok N what" lines and ends with "N passed, N failed".
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+: "${KDIR:?install-test.sh needs KDIR (the kernel build directory)}"
+dest=$(mktemp -d /tmp/kstls-install.XXXXXX)
+trap 'rm -rf "$dest"' EXIT
+prefix=/usr/local
+passed=0
+failed=0
+n=0
+
+# check WHAT CMD...: one test; CMD's output is shown only when it fails.
+check() {
+	local what=$1 out
+	shift
+	n=$((n + 1))
+	if out=$("$@" 2>&1); then
+		passed=$((passed + 1))
+		echo "ok $n install: $what"
+	else
+		failed=$((failed + 1))
+		echo "not ok $n install: $what"
+		printf '%s\n' "$out" | sed 's/^/#   /' | tail -n 20
+	fi
+}
+
+release=$(make -s -C "$KDIR" kernelrelease)
+# The files make install owns, relative to DESTDIR, with their modes (depmod's own index files
+# under lib/modules are depmod's, not ours).
+expected() {
+	cat <<EOF
+644 /etc/udev/rules.d/60-kstls.rules
+644 /lib/modules/$release/updates/kstls.ko
+644 $prefix/include/kstls.h
+644 $prefix/include/linux/kstls.h
+644 $prefix/lib/libkstls.a
+755 $prefix/lib/libkstls.so
+644 $prefix/lib/pkgconfig/kstls.pc
+644 $prefix/share/man/man3/libkstls.3
+644 $prefix/share/man/man4/kstls.4
+EOF
+}
+installed() {
+	(cd "$dest" && find . -type f ! -path "./lib/modules/$release/modules.*" -printf '%m /%P\n') |
+		sed 's| /\./| /|' | sort
+}
+
+tree_matches() {
+	diff -u <(expected | sort) <(installed)
+}
+check "make install DESTDIR=... PREFIX=$prefix" \
+	make -s -C "$KSTLS_ROOT" install DESTDIR="$dest" PREFIX="$prefix" KDIR="$KDIR"
+check "the installed tree is exactly the expected files and modes" tree_matches
+udev_rule() {
+	grep -Eq '^KERNEL=="kstls",.*MODE="0666"' "$dest/etc/udev/rules.d/60-kstls.rules"
+}
+check "the udev rule gives /dev/kstls mode 0666" udev_rule
+
+export PKG_CONFIG_PATH="$dest$prefix/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$dest"
+pc_flags() {
+	local got want="-I$dest$prefix/include -L$dest$prefix/lib -lkstls"
+	got=$(pkg-config --cflags --libs kstls)
+	[[ $(echo $got) == "$want" ]] || { echo "pkg-config says '$got', want '$want'"; return 1; }
+}
+check "pkg-config --cflags --libs kstls points into the tree" pc_flags
+
+work=$dest/work
+mkdir -p "$work"
+cat >"$work/prog.c" <<'EOF'
+/* Built from the installed tree only: kstls.h, <linux/kstls.h>, -lkstls. */
+#include <errno.h>
+#include <stdio.h>
+#include <kstls.h>
+
+int main(void)
+{
+	int r = kstls_init();
+
+	printf("kstls_init() = %d, KSTLS_MODULE_ID_MIN = %#llx\n", r,
+	       (unsigned long long)KSTLS_MODULE_ID_MIN);
+	/* The host has no /dev/kstls (the module only ever runs in the guest). */
+	return r == -ENOENT && kstls_get_tls_addr(KSTLS_MODULE_ID_MIN, 0) == NULL ? 0 : 1;
+}
+EOF
+cat >"$work/obj.c" <<'EOF'
+#include <kstls.h>
+static __thread int counter = 42;
+__attribute__((constructor)) static void init(void) { KSTLS_REGISTER_SELF(NULL); }
+__attribute__((destructor)) static void fini(void) { KSTLS_UNREGISTER_SELF(); }
+int next(void) { return counter++; }
+EOF
+build_and_run() {
+	# shellcheck disable=SC2046 # pkg-config's words are meant to split
+	gcc -Wall -Werror -o "$work/prog" "$work/prog.c" $(pkg-config --cflags --libs kstls) \
+		-Wl,-rpath,"$dest$prefix/lib"
+	local libs
+	libs=$(ldd "$work/prog")
+	grep -q "$dest$prefix/lib/libkstls.so" <<<"$libs" || { echo "$libs"; return 1; }
+	"$work/prog"
+}
+check "a program built with pkg-config links libkstls.so and runs (no device: -ENOENT)" build_and_run
+private_copy() {
+	# shellcheck disable=SC2046
+	gcc -Wall -Werror -fPIC -shared -Wl,-Bsymbolic -o "$work/libobj.so" "$work/obj.c" \
+		$(pkg-config --cflags kstls) "$(pkg-config --variable=libdir kstls)/libkstls.a"
+	# The archive's symbols stay private: the object exports none of libkstls's.
+	if nm -D --defined-only "$work/libobj.so" | grep -E ' (__tls_get_addr|kstls_)'; then
+		return 1
+	fi
+	local syms
+	syms=$(nm "$work/libobj.so")
+	grep -q ' t __tls_get_addr$' <<<"$syms"
+}
+check "a shared object links a private copy of libkstls.a (nothing of it exported)" private_copy
+
+render() {
+	local page=$1 out warn
+	warn=$(man --warnings -l "$page" 2>&1 >/dev/null)
+	[[ -z $warn ]] || { echo "$warn"; return 1; }
+	out=$(MANWIDTH=80 man -l "$page" 2>/dev/null)
+	grep -q "$2" <<<"$out" || { echo "no '$2' in the rendered page"; return 1; }
+}
+check "man -l renders kstls(4) without a warning" \
+	render "$dest$prefix/share/man/man4/kstls.4" KSTLS_IOC_GET_ADDR
+check "man -l renders libkstls(3) without a warning" \
+	render "$dest$prefix/share/man/man3/libkstls.3" kstls_register_self
+
+rm -rf "$work"
+uninstalled() {
+	local left
+	make -s -C "$KSTLS_ROOT" uninstall DESTDIR="$dest" PREFIX="$prefix" KDIR="$KDIR"
+	left=$(installed)
+	[[ -z $left ]] || { echo "left behind: $left"; return 1; }
+}
+check "make uninstall removes every installed file" uninstalled
+
+echo "$passed passed, $failed failed"
+((failed == 0 && passed > 0))
