@@ -253,42 +253,6 @@ static void *churn_thread(void *arg)
 	return NULL;
 }
 
-static void send_fd(int sock, int passed)
-{
-	char c = 'f';
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-			      .msg_controllen = sizeof(u.buf) };
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &passed, sizeof(int));
-	sendmsg(sock, &msg, 0);
-}
-
-static int recv_fd(int sock)
-{
-	char c;
-	int got = -1;
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-			      .msg_controllen = sizeof(u.buf) };
-
-	if (recvmsg(sock, &msg, 0) == 1 && CMSG_FIRSTHDR(&msg))
-		memcpy(&got, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(int));
-	return got;
-}
-
 /* Children: the inherited fd must be refused, ADOPT must work, exec must drop everything. */
 static int child_checks(unsigned int s)
 {
@@ -309,12 +273,12 @@ static int child_checks(unsigned int s)
 		pid_t g = fork();
 
 		if (g == 0) {
-			int got = recv_fd(sv[1]);
+			int got = kstls_recv_fd(sv[1]);
 			struct kstls_info info;
 
 			_exit(got >= 0 && kstls_info_get(got, &info) == -EPERM ? 0 : 1);
 		}
-		send_fd(sv[0], own);
+		kstls_send_fd(sv[0], own);
 		int st;
 
 		if (g > 0 && (waitpid(g, &st, 0) != g || !WIFEXITED(st) || WEXITSTATUS(st)))

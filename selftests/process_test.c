@@ -188,15 +188,6 @@ TEST_F(proc, fd_passed_with_scm_rights_is_refused)
 {
 	int sv[2];
 	pid_t pid;
-	char dummy = 'x';
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = { .iov_base = &dummy, .iov_len = 1 };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
-			      .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
-	struct cmsghdr *cmsg;
 
 	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
 	pid = fork();
@@ -205,23 +196,14 @@ TEST_F(proc, fd_passed_with_scm_rights_is_refused)
 		/* A child that never inherited the context: it receives the fd. */
 		close(self->fd);
 		close(sv[0]);
-		if (recvmsg(sv[1], &msg, 0) != 1)
-			_exit(20);
-		cmsg = CMSG_FIRSTHDR(&msg);
-		if (!cmsg || cmsg->cmsg_type != SCM_RIGHTS)
-			_exit(21);
-		int fd;
+		int fd = kstls_recv_fd(sv[1]);
 
-		memcpy(&fd, CMSG_DATA(cmsg), sizeof(fd));
+		if (fd < 0)
+			_exit(20);
 		_exit(foreign_calls_refused(fd, self->id));
 	}
 	close(sv[1]);
-	cmsg = CMSG_FIRSTHDR(&msg);
-	cmsg->cmsg_level = SOL_SOCKET;
-	cmsg->cmsg_type = SCM_RIGHTS;
-	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cmsg), &self->fd, sizeof(int));
-	ASSERT_EQ(1, sendmsg(sv[0], &msg, 0));
+	ASSERT_EQ(0, kstls_send_fd(sv[0], self->fd));
 	ASSERT_EQ(0, wait_exit_code(pid));
 	close(sv[0]);
 	/* The owner still works. */
@@ -230,17 +212,9 @@ TEST_F(proc, fd_passed_with_scm_rights_is_refused)
 
 TEST_F(proc, non_child_cannot_adopt_a_passed_fd)
 {
-	int sv[2], got = -1;
+	int sv[2], got;
 	pid_t pid;
 	char dummy = 'x';
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = { .iov_base = &dummy, .iov_len = 1 };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
-			      .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
-	struct cmsghdr *cmsg;
 
 	/* The child opens a context of its own and sends it up to us, its parent. */
 	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
@@ -251,20 +225,13 @@ TEST_F(proc, non_child_cannot_adopt_a_passed_fd)
 
 		if (fd < 0 || kstls_reg(fd, image, 8, 16, 8, 0, NULL))
 			_exit(40);
-		cmsg = CMSG_FIRSTHDR(&msg);
-		cmsg->cmsg_level = SOL_SOCKET;
-		cmsg->cmsg_type = SCM_RIGHTS;
-		cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-		if (sendmsg(sv[1], &msg, 0) != 1)
+		if (kstls_send_fd(sv[1], fd))
 			_exit(41);
 		/* Wait until the parent is done with the fd. */
 		_exit(read(sv[1], &dummy, 1) == 1 ? 0 : 42);
 	}
-	ASSERT_EQ(1, recvmsg(sv[0], &msg, 0));
-	cmsg = CMSG_FIRSTHDR(&msg);
-	ASSERT_NE(NULL, cmsg);
-	memcpy(&got, CMSG_DATA(cmsg), sizeof(got));
+	got = kstls_recv_fd(sv[0]);
+	ASSERT_LE(0, got);
 	EXPECT_EQ(0, foreign_calls_refused(got, 1ULL << 32));
 	/* We did not fork from its owner: its table is not ours to copy. */
 	EXPECT_EQ(-EPERM, adopt(self->fd, got));
