@@ -16,16 +16,26 @@
 //! (x86-64 keeps loads in order, so plain `mov`s in this order are a correct seqcount read),
 //! then load the thread's entry for the module. About 30 instructions on a hit; no syscall, no
 //! lock, no atomic read-modify-write, no store.
+//!
+//! The entry exists only in the C library (feature `capi`): a Rust program that depends on the
+//! crate must keep the host's `__tls_get_addr`, so it gets no such symbol, not even a local one.
 
 use core::arch::asm;
+#[cfg(feature = "capi")]
 use core::arch::global_asm;
+#[cfg(feature = "capi")]
 use core::mem::offset_of;
 
+#[cfg(feature = "capi")]
 use crate::context::FastState;
+#[cfg(feature = "capi")]
 use crate::context::FAST;
+#[cfg(feature = "capi")]
 use crate::host::HOST_TLS_GET_ADDR;
+#[cfg(feature = "capi")]
 use crate::uapi::KSTLS_CACHE_HASH_MUL;
 
+#[cfg(feature = "capi")]
 global_asm!(
     ".text",
     ".globl __tls_get_addr",
@@ -105,7 +115,7 @@ global_asm!(
     ".size __tls_get_addr, . - __tls_get_addr",
     fast = sym FAST,
     host = sym HOST_TLS_GET_ADDR,
-    slow = sym crate::tls_get_addr_slow,
+    slow = sym crate::capi::tls_get_addr_slow,
     slots = const offset_of!(FastState, slots),
     cache = const offset_of!(FastState, cache),
     mask = const offset_of!(FastState, slot_mask),
@@ -148,6 +158,7 @@ pub(crate) unsafe fn thread_pointer() -> u64 {
 }
 
 /// The address of our own `__tls_get_addr` entry (not the one the symbol resolves to).
+#[cfg(feature = "capi")]
 pub(crate) fn tls_get_addr_entry() -> usize {
     let a: usize;
     // SAFETY: Only computes an address.
@@ -184,7 +195,9 @@ unsafe fn syscall6(nr: usize, a: [usize; 6]) -> isize {
 
 const SYS_RT_SIGPROCMASK: usize = 14;
 const SYS_ARCH_PRCTL: usize = 158;
+#[cfg(feature = "capi")]
 const SYS_EXIT_GROUP: usize = 231;
+#[cfg(feature = "capi")]
 const SYS_TGKILL: usize = 234;
 const ARCH_GET_FS: usize = 0x1003;
 
@@ -201,6 +214,7 @@ pub(crate) fn fs_base() -> u64 {
 }
 
 /// How `sigprocmask` changes the mask.
+#[cfg(feature = "capi")]
 pub(crate) const SIG_UNBLOCK: usize = 1;
 pub(crate) const SIG_SETMASK: usize = 2;
 
@@ -225,6 +239,7 @@ pub(crate) fn sigprocmask(how: usize, set: u64) -> u64 {
 }
 
 /// Sends `sig` to the calling thread.
+#[cfg(feature = "capi")]
 pub(crate) fn raise(sig: usize) {
     let pid = rustix::process::getpid().as_raw_nonzero().get() as usize;
     let tid = rustix::thread::gettid().as_raw_nonzero().get() as usize;
@@ -233,6 +248,7 @@ pub(crate) fn raise(sig: usize) {
 }
 
 /// Ends the process with `status`.
+#[cfg(feature = "capi")]
 pub(crate) fn exit_group(status: usize) -> ! {
     // SAFETY: exit_group has no memory arguments and does not return.
     unsafe { syscall2(SYS_EXIT_GROUP, status, 0) };

@@ -354,6 +354,38 @@ pub(crate) fn fast_lookup(module: u64, offset: u64) -> Option<u64> {
     None
 }
 
+/// The calling thread's address of `offset` in `module`: the fast path, else `GET_ADDR`.
+/// `EINVAL` for an id below `KSTLS_MODULE_ID_MIN` (never one of kstls's), which is not
+/// forwarded anywhere.
+pub(crate) fn tls_addr(module: u64, offset: u64) -> Result<u64, Errno> {
+    if module < KSTLS_MODULE_ID_MIN {
+        return Err(Errno::INVAL);
+    }
+    if let Some(addr) = fast_lookup(module, offset) {
+        return Ok(addr);
+    }
+    get_addr(module, offset)
+}
+
+/// `KSTLS_IOC_STATS` for `module` (0: all) and `tid` (0: all threads).
+pub(crate) fn stats(module: u64, tid: u32) -> Result<kstls_stats, Errno> {
+    with_fd(|fd| {
+        let mut st = kstls_stats {
+            module,
+            tid,
+            ..Default::default()
+        };
+        // SAFETY: KSTLS_IOC_STATS reads and writes one `struct kstls_stats`.
+        unsafe {
+            rustix::ioctl::ioctl(
+                borrow(fd),
+                Updater::<KSTLS_IOC_STATS, kstls_stats>::new(&mut st),
+            )
+        }?;
+        Ok(st)
+    })
+}
+
 /// `KSTLS_IOC_REGISTER`, counted for the automatic close.
 pub(crate) fn register(
     image: u64,

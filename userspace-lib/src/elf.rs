@@ -71,13 +71,16 @@ pub(crate) const PT_GNU_RELRO: u32 = 0x6474_e552;
 
 pub(crate) const DT_NULL: i64 = 0;
 pub(crate) const DT_PLTRELSZ: i64 = 2;
+#[cfg(feature = "capi")]
 pub(crate) const DT_HASH: i64 = 4;
+#[cfg(feature = "capi")]
 pub(crate) const DT_STRTAB: i64 = 5;
 pub(crate) const DT_SYMTAB: i64 = 6;
 pub(crate) const DT_RELA: i64 = 7;
 pub(crate) const DT_RELASZ: i64 = 8;
 pub(crate) const DT_PLTREL: i64 = 20;
 pub(crate) const DT_JMPREL: i64 = 23;
+#[cfg(feature = "capi")]
 pub(crate) const DT_GNU_HASH: i64 = 0x6fff_fef5;
 
 pub(crate) const R_X86_64_DTPMOD64: u32 = 16;
@@ -231,7 +234,9 @@ impl Module {
         Some(unsafe { &*((symtab + i * core::mem::size_of::<Sym>()) as *const Sym) })
     }
 
-    /// The run-time address of the defined dynamic symbol `name` (GNU or SysV hash table).
+    /// The run-time address of the defined dynamic symbol `name` (GNU or SysV hash table), for
+    /// the C library's search of the host's `__tls_get_addr`.
+    #[cfg(feature = "capi")]
     pub(crate) fn lookup(&self, name: &[u8]) -> Option<usize> {
         let symtab = self.ptr(self.dynamic(DT_SYMTAB)?) as *const Sym;
         let strtab = self.ptr(self.dynamic(DT_STRTAB)?);

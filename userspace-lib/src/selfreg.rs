@@ -14,6 +14,12 @@
 //! pages writable with `mprotect` for the moment of the write. Slots that name another module
 //! (a TLS symbol interposed by the executable, say) keep their host id and are forwarded to the
 //! host's `__tls_get_addr` by ours.
+//!
+//! The rewrite is only right when the module's `__tls_get_addr` calls reach this copy's entry,
+//! which exists with the `capi` feature (the C library). Built as a Rust dependency, the crate
+//! has no entry, the module's calls go to the host's `__tls_get_addr`, and a kstls id in its GOT
+//! would be handed to the host: there `register_self` registers the `PT_TLS` image and leaves
+//! the GOT alone (`REWRITE`).
 
 use core::sync::atomic::AtomicU64;
 use core::sync::atomic::AtomicUsize;
@@ -24,12 +30,17 @@ use rustix::mm::MprotectFlags;
 
 use crate::context;
 use crate::elf::Module;
+use crate::elf::Phdr;
 use crate::elf::PT_GNU_RELRO;
 use crate::elf::PT_TLS;
 use crate::elf::R_X86_64_DTPMOD64;
 use crate::sys;
 use crate::sys::Guard;
 use crate::sys::PAGE;
+
+/// Whether `register_self` points the module's `ti_module` slots at the kstls id: only when
+/// this copy exports the `__tls_get_addr` those slots are passed to (see the module doc).
+const REWRITE: bool = cfg!(feature = "capi");
 
 /// Modules registered by `register_self` in this copy: the ELF header address and the id.
 const MAX_SELF: usize = 64;
@@ -40,6 +51,15 @@ fn find(base: usize) -> Option<usize> {
     (0..MAX_SELF).find(|&i| SELF_BASE[i].load(Relaxed) == base)
 }
 
+/// The module containing `addr` and its `PT_TLS` program header: `ENOEXEC` when `addr` lies
+/// in no ELF module, `ENOENT` when the module has no `PT_TLS` (no thread-local data). Touches
+/// neither the module nor `/dev/kstls`.
+pub(crate) fn locate(addr: usize) -> Result<(Module, &'static Phdr), Errno> {
+    let m = Module::containing(addr).ok_or(Errno::NOEXEC)?;
+    let tls = m.phdr(PT_TLS).ok_or(Errno::NOENT)?;
+    Ok((m, tls))
+}
+
 /// Registers the module containing `addr`; returns its kstls id. Registering the same module
 /// again returns the same id.
 ///
@@ -47,9 +67,22 @@ fn find(base: usize) -> Option<usize> {
 ///
 /// `addr` lies in a mapped module, which is not unloaded meanwhile and whose relocation has
 /// finished (a constructor of that module qualifies).
+#[cfg(feature = "capi")]
 pub(crate) unsafe fn register_self(addr: usize) -> Result<u64, Errno> {
-    let m = Module::containing(addr).ok_or(Errno::NOEXEC)?;
-    let tls = m.phdr(PT_TLS).ok_or(Errno::NOENT)?;
+    let (m, tls) = locate(addr)?;
+    // SAFETY: Forwarded from the caller.
+    unsafe { register_located(&m, tls) }
+}
+
+/// Registers the module `m`, whose `PT_TLS` is `tls` (as `locate` found them); returns its
+/// kstls id, the same one again for a module registered already. Errors past `locate`'s come
+/// from `/dev/kstls` (opening it, `KSTLS_IOC_REGISTER`), `ENOSPC` when this copy already has
+/// `MAX_SELF` modules, or `mprotect`.
+///
+/// # Safety
+///
+/// As for `register_self`.
+pub(crate) unsafe fn register_located(m: &Module, tls: &Phdr) -> Result<u64, Errno> {
     let g = sys::lock();
     if let Some(i) = find(m.base) {
         return Ok(SELF_ID[i].load(Relaxed));
@@ -68,14 +101,28 @@ pub(crate) unsafe fn register_self(addr: usize) -> Result<u64, Errno> {
             0
         },
     )?;
-    // SAFETY: The caller guarantees the module is relocated and stays mapped.
-    if let Err(e) = unsafe { rewrite_dtpmod(&g, &m, id) } {
-        let _ = context::unregister_locked(&g, id);
-        return Err(e);
+    if REWRITE {
+        // SAFETY: The caller guarantees the module is relocated and stays mapped.
+        if let Err(e) = unsafe { rewrite_dtpmod(&g, m, id) } {
+            let _ = context::unregister_locked(&g, id);
+            return Err(e);
+        }
     }
     SELF_BASE[slot].store(m.base, Relaxed);
     SELF_ID[slot].store(id, Relaxed);
     Ok(id)
+}
+
+/// Unregisters the module `register_located` registered as `id`; `EINVAL` when there is none
+/// (never registered, or unregistered already).
+pub(crate) fn unregister_id(id: u64) -> Result<(), Errno> {
+    let g = sys::lock();
+    let i = (0..MAX_SELF)
+        .find(|&i| SELF_BASE[i].load(Relaxed) != 0 && SELF_ID[i].load(Relaxed) == id)
+        .ok_or(Errno::INVAL)?;
+    SELF_BASE[i].store(0, Relaxed);
+    SELF_ID[i].store(0, Relaxed);
+    context::unregister_locked(&g, id)
 }
 
 /// Unregisters the module containing `addr` (before `dlclose` unmaps it).
@@ -83,6 +130,7 @@ pub(crate) unsafe fn register_self(addr: usize) -> Result<u64, Errno> {
 /// # Safety
 ///
 /// As for `register_self`.
+#[cfg(feature = "capi")]
 pub(crate) unsafe fn unregister_self(addr: usize) -> Result<(), Errno> {
     let m = Module::containing(addr).ok_or(Errno::NOEXEC)?;
     let g = sys::lock();

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! System call helpers shared by the library: C-style results, the loud failure, and the one
-//! lock (a spin lock held with every signal blocked, so that a signal handler's first TLS
+//! System call helpers shared by the library: C-style results and the loud failure (both for
+//! the C library only), and the one lock (a spin lock held with every signal blocked, so that a signal handler's first TLS
 //! access can never find it taken by the thread it interrupted).
 
 use core::sync::atomic::AtomicBool;
 use core::sync::atomic::Ordering;
 
+#[cfg(feature = "capi")]
 use rustix::io::Errno;
 
 use crate::arch;
@@ -15,6 +16,7 @@ use crate::arch;
 pub(crate) const PAGE: usize = 4096;
 
 /// `0` or `-errno`, for the C shims.
+#[cfg(feature = "capi")]
 pub(crate) fn result(r: Result<(), Errno>) -> i32 {
     match r {
         Ok(()) => 0,
@@ -23,6 +25,7 @@ pub(crate) fn result(r: Result<(), Errno>) -> i32 {
 }
 
 /// Writes `msg` to fd 2 with raw `write` calls, ignoring errors.
+#[cfg(feature = "capi")]
 pub(crate) fn say(msg: &[u8]) {
     // SAFETY: fd 2 is only borrowed for the call; if it is not open, `write` fails harmlessly.
     let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(2) };
@@ -38,6 +41,7 @@ pub(crate) fn say(msg: &[u8]) {
 /// Ends the process loudly: the message on fd 2, then `SIGABRT` to the calling thread and, should
 /// that be caught and return, `exit_group(134)`. Used wherever returning would hand the caller a
 /// wrong address.
+#[cfg(feature = "capi")]
 pub(crate) fn die(msg: &[u8]) -> ! {
     say(msg);
     const SIGABRT: usize = 6;
@@ -47,6 +51,7 @@ pub(crate) fn die(msg: &[u8]) -> ! {
 }
 
 /// `die` with ": errno N\n" appended to `msg`.
+#[cfg(feature = "capi")]
 pub(crate) fn die_errno(msg: &[u8], e: Errno) -> ! {
     say(msg);
     let mut buf = [0u8; 24];
