@@ -43,6 +43,8 @@ pub(crate) const NR_SLOTS: usize = 1 << NR_SLOTS_LOG2;
 pub(crate) const NR_PROBES: usize = 8;
 /// Module slots cached per thread: one page of entries.
 pub(crate) const DTV_ENTRIES: usize = PAGE_SIZE / size_of::<kstls_cache_dtv_entry>();
+// uapi/kstls.h promises a power of two: readers index with `slot & (DTV_ENTRIES - 1)`.
+const _: () = assert!(DTV_ENTRIES.is_power_of_two());
 
 const WORD: usize = size_of::<u64>();
 const SLOT_WORDS: usize = size_of::<kstls_cache_slot>() / WORD;

@@ -173,6 +173,92 @@ static int stats(uint64_t module, struct kstls_stats *st)
 	return ioctl(kstls_fd(), KSTLS_IOC_STATS, st);
 }
 
+/*
+ * Threads whose thread pointers share one home slot of the cache: the kernel places them in
+ * the following slots, and the assembly __tls_get_addr must find them by probing. Their TCBs
+ * are picked from a pool by the hash of uapi/kstls.h.
+ */
+#define NCOLLIDE 4
+static char tcb_pool[1 << 20] __attribute__((aligned(64)));
+static unsigned short pool_count[1 << 12];
+static struct tcb *colliding[NCOLLIDE];
+static char *collide_addr[NCOLLIDE];
+static volatile int collide_ready, collide_go;
+static int collide_bad;
+
+static unsigned int home_slot(const void *tp)
+{
+	return (unsigned int)(((uint64_t)(uintptr_t)tp * KSTLS_CACHE_HASH_MUL) >> (64 - 12));
+}
+
+/* NCOLLIDE TCB addresses in tcb_pool with the same home slot; 0 or -1. */
+static int pick_colliding_tcbs(void)
+{
+	unsigned int best = 0, n = 0;
+
+	for (size_t off = 0; off < sizeof(tcb_pool); off += 64)
+		pool_count[home_slot(tcb_pool + off)]++;
+	for (unsigned int h = 0; h < (1 << 12); h++)
+		if (pool_count[h] > pool_count[best])
+			best = h;
+	if (pool_count[best] < NCOLLIDE)
+		return -1;
+	for (size_t off = 0; off < sizeof(tcb_pool) && n < NCOLLIDE; off += 64)
+		if (home_slot(tcb_pool + off) == best)
+			colliding[n++] = (struct tcb *)(tcb_pool + off);
+	return 0;
+}
+
+static int collide_main(void *arg)
+{
+	long i = (long)arg;
+	struct kstls_tls_index ti = { .module = id_a, .offset = 0 };
+	char *a = __tls_get_addr(&ti);
+
+	collide_addr[i] = a;
+	__atomic_add_fetch(&collide_ready, 1, __ATOMIC_SEQ_CST);
+	/* All are cached (each has its slot) before anyone measures. */
+	while (!__atomic_load_n(&collide_go, __ATOMIC_SEQ_CST))
+		raw_syscall6(24 /* sched_yield */, 0, 0, 0, 0, 0, 0);
+	for (int k = 0; k < 1000; k++) {
+		ti.offset = (uint64_t)(k % 128);
+		if ((char *)__tls_get_addr(&ti) != a + k % 128)
+			__atomic_add_fetch(&collide_bad, 1, __ATOMIC_SEQ_CST);
+	}
+	return 0;
+}
+
+/* 0 when NCOLLIDE threads sharing a home slot each got their own block from the cache. */
+static int colliding_threads(unsigned long long *lookups)
+{
+	struct kstls_stats st0, st1;
+	int ok = 1;
+
+	for (long i = 0; i < NCOLLIDE; i++) {
+		colliding[i]->self = colliding[i];
+		if (spawn(collide_main, (void *)i, stacks[i] + STACK_SIZE, colliding[i],
+			  &child_tid[i]) <= 0)
+			return -1;
+	}
+	while (__atomic_load_n(&collide_ready, __ATOMIC_SEQ_CST) < NCOLLIDE)
+		raw_syscall6(24 /* sched_yield */, 0, 0, 0, 0, 0, 0);
+	stats(id_a, &st0);
+	__atomic_store_n(&collide_go, 1, __ATOMIC_SEQ_CST);
+	for (int i = 0; i < NCOLLIDE; i++) {
+		int t;
+
+		while ((t = child_tid[i]) != 0)
+			raw_syscall6(202 /* futex */, (long)&child_tid[i], FUTEX_WAIT, t, 0, 0, 0);
+	}
+	stats(id_a, &st1);
+	*lookups = st1.lookups - st0.lookups;
+	for (int i = 0; i < NCOLLIDE; i++)
+		for (int k = 0; k < i; k++)
+			if (!collide_addr[i] || collide_addr[i] == collide_addr[k])
+				ok = 0;
+	return ok && !collide_bad ? 0 : -1;
+}
+
 int main(void)
 {
 	struct kstls_image a = { image_a, sizeof(image_a), 128, 64, 0 };
@@ -182,7 +268,7 @@ int main(void)
 	char msg[160];
 	int ok;
 
-	printf("TAP version 13\n1..11\n");
+	printf("TAP version 13\n1..12\n");
 	/* The main thread's thread pointer, as a libc would have set it up. */
 	tcbs[NTHREADS].self = &tcbs[NTHREADS];
 	raw_syscall6(158 /* arch_prctl */, ARCH_SET_FS, (long)&tcbs[NTHREADS], 0, 0, 0, 0);
@@ -260,6 +346,18 @@ int main(void)
 	 */
 	tap(kstls_get_tls_addr(id_a + 77, 0) == NULL && kstls_get_tls_addr(5, 0) == NULL,
 	    "kstls_get_tls_addr: NULL for an unknown id and a host id");
+
+	if (!(info.features & KSTLS_FEAT_CACHE) || !info.cache_size || !wipeonfork_available()) {
+		skip("colliding thread pointers: no fast path here (see above)");
+	} else {
+		unsigned long long lookups = ~0ULL;
+
+		ok = !pick_colliding_tcbs() && !colliding_threads(&lookups);
+		printf("# %d threads sharing home slot %u: 4000 accesses through __tls_get_addr cost %llu kernel lookups\n",
+		       NCOLLIDE, colliding[0] ? home_slot(colliding[0]) : 0, lookups);
+		tap(ok && lookups < 40,
+		    "threads whose thread pointers share a home slot: found by probing, own blocks");
+	}
 
 	ok = kstls_unregister(id_b) == 0 && !ioctl(kstls_fd(), KSTLS_IOC_INFO, &info) &&
 	     info.nr_modules == 1 && kstls_get_tls_addr(id_b, 0) == NULL;

@@ -14,8 +14,8 @@
 //! The fast path is the cache lookup documented in `uapi/kstls.h`: from the copy of the cache
 //! header in the library's `FastState` page, hash `%fs:0` to a slot, read it under its seqcount
 //! (x86-64 keeps loads in order, so plain `mov`s in this order are a correct seqcount read),
-//! then load the thread's entry for the module. About 30 instructions on a hit; no syscall, no
-//! lock, no atomic read-modify-write, no store.
+//! then load the thread's entry for the module. 33 instructions on a hit in the home slot (the
+//! probing loop is out of line); no syscall, no lock, no atomic read-modify-write, no store.
 //!
 //! The entry exists only in the C library (feature `capi`): a Rust program that depends on the
 //! crate must keep the host's `__tls_get_addr`, so it gets no such symbol, not even a local one.
@@ -48,51 +48,48 @@ global_asm!(
     "mov %rax, %rcx",
     "shr $32, %rcx",
     "jz 5f",                            // below KSTLS_MODULE_ID_MIN: the host's module
-    "mov {fast}(%rip), %rdx",           // rdx = FastState page, or 0 before the first setup
-    "test %rdx, %rdx",
-    "jz 8f",
+    "mov {fast}(%rip), %rdx",           // rdx = FastState page (a static empty one at first)
     "mov {slots}(%rdx), %r8",           // 0 while there is no cache in this process
     "test %r8, %r8",
     "jz 8f",
-    "mov %eax, %r9d",                   // r9 = the id's registry slot (low 32 bits)
-    "cmp {dtv_entries}(%rdx), %r9",
-    "jae 8f",                           // never cached
-    "shl $4, %r9",                      // * sizeof(struct kstls_cache_dtv_entry)
-    "mov %fs:0, %rax",                  // rax = thread pointer (the psABI self-pointer)
+    "mov %fs:0, %rsi",                  // rsi = thread pointer (the psABI self-pointer)
     "movabs ${mul}, %r10",
-    "imul %rax, %r10",
-    "mov {shift}(%rdx), %ecx",
-    "shr %cl, %r10",                    // r10 = hash
-    "mov {probes}(%rdx), %r11",         // r11 = probes left
-    "1:",
-    "and {mask}(%rdx), %r10",
-    "mov %r10, %rcx",
-    "shl $5, %rcx",                     // * sizeof(struct kstls_cache_slot)
-    "add %r8, %rcx",                    // rcx = slot
-    "mov (%rcx), %rsi",                 // rsi = seq ...
-    "test $1, %sil",
-    "jnz 8f",                           // odd: being written
-    "cmp 8(%rcx), %rax",                // ... and tp
-    "je 2f",
-    "inc %r10",
-    "dec %r11",
-    "jnz 1b",
-    "jmp 8f",
+    "imul %rsi, %r10",
+    "mov {shift5}(%rdx), %ecx",
+    "shr %cl, %r10",
+    "and $-32, %r10",                   // r10 = hash * sizeof(struct kstls_cache_slot)
+    "lea (%r8,%r10), %r9",              // r9 = the home slot
+    "mov (%r9), %r11",                  // r11 = seq ...
+    "cmp 8(%r9), %rsi",                 // ... and tp
+    "jne 6f",                           // not in its home slot: probe on, out of line
     "2:",
-    "mov 16(%rcx), %r10",               // dtv_offset, bounded before use
-    "cmp {dtv_limit}(%rdx), %r10",
-    "ja 8f",
-    "add {cache}(%rdx), %r10",
-    "add %r9, %r10",                    // r10 = the thread's entry for the module
-    "mov (%r10), %r11",                 // entry module
-    "mov 8(%r10), %r10",                // entry block
-    "cmp (%rcx), %rsi",                 // seq unchanged?
+    "test $1, %r11b",
+    "jnz 8f",                           // odd: being written
+    "mov %eax, %ecx",
+    "and {dtv_mask}(%rdx), %rcx",       // the id's registry slot modulo dtv_entries: an id
+    "shl $4, %rcx",                     // never cached there fails the id compare below
+    "add 16(%r9), %rcx",                // + dtv_offset (the kernel only ever stores offsets
+    "add {cache}(%rdx), %rcx",          // inside the mapping, or 0 for a free slot)
+    "mov 8(%rcx), %r10",                // entry block
+    "cmp (%rcx), %rax",                 // entry module: the full id, generation included
     "jne 8f",
-    "cmp (%rdi), %r11",                 // the full id, generation included
+    "cmp (%r9), %r11",                  // seq unchanged?
     "jne 8f",
     "mov 8(%rdi), %rax",
     "add %r10, %rax",                   // block + offset
     "ret",
+    "6:",                               // the next nr_probes - 1 slots
+    "mov {probes}(%rdx), %rcx",
+    "7:",
+    "dec %rcx",
+    "jz 8f",
+    "add $32, %r10",
+    "and {mask32}(%rdx), %r10",
+    "lea (%r8,%r10), %r9",
+    "mov (%r9), %r11",
+    "cmp 8(%r9), %rsi",
+    "jne 7b",
+    "jmp 2b",
     "5:",
     "mov {host}(%rip), %rax",
     "cmp $1, %rax",
@@ -118,11 +115,10 @@ global_asm!(
     slow = sym crate::capi::tls_get_addr_slow,
     slots = const offset_of!(FastState, slots),
     cache = const offset_of!(FastState, cache),
-    mask = const offset_of!(FastState, slot_mask),
-    shift = const offset_of!(FastState, shift),
+    mask32 = const offset_of!(FastState, slot_mask32),
+    shift5 = const offset_of!(FastState, shift5),
     probes = const offset_of!(FastState, nr_probes),
-    dtv_entries = const offset_of!(FastState, dtv_entries),
-    dtv_limit = const offset_of!(FastState, dtv_limit),
+    dtv_mask = const offset_of!(FastState, dtv_mask),
     mul = const KSTLS_CACHE_HASH_MUL,
     options(att_syntax)
 );

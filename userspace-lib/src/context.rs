@@ -69,10 +69,38 @@ pub(crate) struct FastState {
     pub(crate) dtv_limit: AtomicU64,
     /// Length of the cache mapping.
     pub(crate) cache_len: AtomicU64,
+    /// For the assembly lookup: `shift - 5`, so that `(tp * MUL) >> shift5 & !31` is the home
+    /// slot's byte offset, ...
+    pub(crate) shift5: AtomicU64,
+    /// ... `slot_mask << 5`, to wrap byte offsets while probing, ...
+    pub(crate) slot_mask32: AtomicU64,
+    /// ... and `dtv_entries - 1` (a power of two).
+    pub(crate) dtv_mask: AtomicU64,
 }
 
-/// The `FastState` page, null until the first setup.
-pub(crate) static FAST: AtomicPtr<FastState> = AtomicPtr::new(null_mut());
+/// What `FAST` points to while there is no `FastState` page: no cache. It saves the assembly
+/// entry a null test.
+static NO_STATE: FastState = FastState {
+    slots: AtomicU64::new(0),
+    cache: AtomicU64::new(0),
+    slot_mask: AtomicU64::new(0),
+    shift: AtomicU64::new(0),
+    nr_probes: AtomicU64::new(0),
+    dtv_entries: AtomicU64::new(0),
+    dtv_limit: AtomicU64::new(0),
+    cache_len: AtomicU64::new(0),
+    shift5: AtomicU64::new(0),
+    slot_mask32: AtomicU64::new(0),
+    dtv_mask: AtomicU64::new(0),
+};
+
+fn no_state() -> *mut FastState {
+    core::ptr::addr_of!(NO_STATE).cast_mut()
+}
+
+/// The `FastState` page, `NO_STATE` until the first setup; never null.
+pub(crate) static FAST: AtomicPtr<FastState> =
+    AtomicPtr::new(core::ptr::addr_of!(NO_STATE).cast_mut());
 /// The context's fd, -1 while closed. Survives fork (the child adopts through it).
 static FD: AtomicI32 = AtomicI32::new(-1);
 /// The process that opened or adopted the context (fork copies it: a child sees its parent's).
@@ -82,9 +110,9 @@ static NR_MODULES: AtomicU32 = AtomicU32::new(0);
 
 fn fast() -> Option<&'static FastState> {
     let p = FAST.load(Acquire);
-    // SAFETY: A non-null `FAST` points to the mapped, zero-initialised `FastState` page, which
-    // is only unmapped after `FAST` is cleared, when no module of this copy is registered.
-    (!p.is_null()).then(|| unsafe { &*p })
+    // SAFETY: Any other `FAST` points to the mapped, zero-initialised `FastState` page, which
+    // is only unmapped after `FAST` is reset, when no module of this copy is registered.
+    (p != no_state()).then(|| unsafe { &*p })
 }
 
 fn borrow(fd: i32) -> BorrowedFd<'static> {
@@ -147,7 +175,7 @@ fn getpid() -> i32 {
 /// (or without `MADV_WIPEONFORK`: a kernel built without `CONFIG_ADVISE_SYSCALLS`) there is
 /// simply no fast path, since a forked child could not tell that the cache is not its own.
 fn state_page() {
-    if !FAST.load(Relaxed).is_null() {
+    if FAST.load(Relaxed) != no_state() {
         return;
     }
     // SAFETY: A fresh anonymous mapping, owned by the library.
@@ -209,6 +237,7 @@ fn map_cache(fd: i32, info: &kstls_info) {
         && (1..=31).contains(&h.nr_slots_log2)
         && n == 1 << h.nr_slots_log2
         && h.nr_probes >= 1
+        && h.dtv_entries.is_power_of_two()
         && h.slots_offset % 8 == 0
         && h.slots_offset
             .checked_add(n * slot)
@@ -227,6 +256,9 @@ fn map_cache(fd: i32, info: &kstls_info) {
     f.nr_probes.store(h.nr_probes as u64, Relaxed);
     f.dtv_entries.store(h.dtv_entries as u64, Relaxed);
     f.dtv_limit.store(len as u64 - dtv_bytes, Relaxed);
+    f.shift5.store(64 - 5 - h.nr_slots_log2 as u64, Relaxed);
+    f.slot_mask32.store((n - 1) << 5, Relaxed);
+    f.dtv_mask.store(h.dtv_entries as u64 - 1, Relaxed);
     f.slots.store(base + h.slots_offset, Release);
 }
 
@@ -476,8 +508,8 @@ fn close_if_unused(_g: &Guard) {
         return;
     }
     unmap_cache();
-    let page = FAST.swap(null_mut(), Release);
-    if !page.is_null() {
+    let page = FAST.swap(no_state(), Release);
+    if page != no_state() {
         // SAFETY: The page `state_page` mapped, no longer published.
         let _ = unsafe { rustix::mm::munmap(page.cast(), PAGE) };
     }
