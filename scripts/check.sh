@@ -93,6 +93,14 @@ else
 	failed=$((failed + 1))
 	echo "FAIL symbols: $(tail -n 3 "$out/symbols.txt")"
 fi
+# Host-side: the Rust crate's docs and examples build without a warning (cargo doc -D warnings).
+if stage rust-check make -s -C "$KSTLS_ROOT/userspace-lib" rust-check >"$out/rust-check.txt" 2>&1; then
+	passed=$((passed + 1))
+	grep '^ok rust-check' "$out/rust-check.txt" || echo 'ok rust-check'
+else
+	failed=$((failed + 1))
+	echo "FAIL rust-check: $(tail -n 5 "$out/rust-check.txt")"
+fi
 # Host-side: make install into a DESTDIR, pkg-config, man pages, make uninstall (one test each).
 stage install tee_to "$out/install-test.txt" "$KSTLS_ROOT/scripts/install-test.sh" || true
 add_totals install-test.sh "$out/install-test.txt"

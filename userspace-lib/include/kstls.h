@@ -62,8 +62,10 @@ int kstls_register_self(const void *addr, uint64_t *module);
 /* The destructor's counterpart: unregisters the module containing @addr. 0 or -errno. */
 int kstls_unregister_self(const void *addr);
 
-/* The calling thread's address of @offset in @module (a kstls id), or NULL: unknown module,
- * offset outside the module, no memory. Never forwards to the host, never aborts. */
+/* The calling thread's address of @offset in @module (a kstls id), or NULL: unknown module, no
+ * memory. Never forwards to the host, never aborts. The kernel refuses (NULL) an offset at or
+ * past the module's memsz when it answers (a thread's first access, a cache miss, strict mode);
+ * an answer from the cache is block + offset unchecked, as with __tls_get_addr. */
 void *kstls_get_tls_addr(uint64_t module, uint64_t offset);
 
 /*
