@@ -2,25 +2,46 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # demo.sh - what `make demo` runs: the setup and builds of `make check`, then one boot of the
-# guest with kstls.ko loaded that runs /kstls/build/demo/kstls-demo (built into build/demo/).
-# Without that program it shows what the module registered instead: /proc/misc, /dev/kstls and
-# the module's kernel log lines. Exits with the status of the demo (or of `ls -l /dev/kstls`).
-# Environment: VM_TIMEOUT, VM_EXTRA as for scripts/vm.sh.
+# guest with kstls.ko loaded that tells the story:
+#   1-3. build/demo/twolibc-demo: the same shared object's TLS, carrying musl into a glibc
+#        process, broken without kstls and working with it, then the kernel's fdinfo counters
+#   4.   build/demo/kstls-demo: the device itself, ioctl by ioctl
+#   5.   the benchmark in its short mode (build/bench/kstls_bench --short), whose table is
+#        printed on the host by bench/report.py (outputs in build/demo/bench/; `make bench` for
+#        the full run)
+# Exits non-zero when a part of the story failed. Environment: VM_TIMEOUT, VM_EXTRA as for
+# scripts/vm.sh.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 KDIR=$("$KSTLS_ROOT/scripts/check.sh" --build-only)
 export KDIR
-exec "$KSTLS_ROOT/scripts/vm.sh" run -- '
-if [ -x /kstls/build/demo/kstls-demo ]; then
-	exec /kstls/build/demo/kstls-demo
+make -C "$KSTLS_ROOT/bench" -s
+out=$KSTLS_ROOT/build/demo
+mkdir -p "$out/bench"
+rc=0
+"$KSTLS_ROOT/scripts/vm.sh" run --timeout "${VM_TIMEOUT:-600}" --log "$out/serial-demo.log" \
+	--insmod "$KSTLS_ROOT/build/bench/kmod/kstls_kbench.ko" -- '
+rc=0
+/kstls/build/demo/twolibc-demo || rc=1
+echo
+echo "== 4. The device itself: /dev/kstls, ioctl by ioctl =="
+/kstls/build/demo/kstls-demo || rc=1
+echo
+echo "== 5. The benchmark, short run (make bench for the full one) =="
+/kstls/build/bench/kstls_bench --short >/tmp/bench.out || rc=1
+grep -c "^KB:row" /tmp/bench.out | sed "s/^/(rows measured: /; s/$/)/"
+cat /tmp/bench.out
+exit $rc' | tee "$out/guest.out" | grep -av '^KB:' || rc=$?
+if python3 "$KSTLS_ROOT/bench/report.py" "$out/guest.out" "$out/bench" \
+	--command "scripts/demo.sh (kstls_bench --short)" \
+	--host-cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(nproc) CPUs" \
+	--qemu "$(qemu-system-x86_64 --version | sed -n 's/^QEMU emulator version //p')" >/dev/null; then
+	echo
+	sed -n '/^| path/,/^$/p' "$out/bench/table.md"
+	echo "(full report: $out/bench/table.md; ratios under TCG mean something only within one run)"
+else
+	echo "the benchmark's output is incomplete: $out/guest.out"
+	rc=1
 fi
-echo "no build/demo/kstls-demo; what kstls.ko registered:"
-echo "$ cat /proc/misc"
-cat /proc/misc
-echo "$ ls -l /dev/kstls"
-ls -l /dev/kstls
-rc=$?
-echo "$ dmesg | grep kstls"
-dmesg | grep kstls
-exit $rc'
+exit $rc
