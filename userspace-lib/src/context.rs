@@ -120,6 +120,17 @@ fn borrow(fd: i32) -> BorrowedFd<'static> {
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
+/// One read-and-write ioctl of the context (`GET_ADDR`, `STATS`, `REGISTER`): the kernel reads
+/// `*arg` and writes its answer back into it.
+///
+/// # Safety
+///
+/// `T` must be the structure that `CMD` encodes (its size and direction).
+unsafe fn update<const CMD: rustix::ioctl::Opcode, T>(fd: i32, arg: &mut T) -> Result<(), Errno> {
+    // SAFETY: The caller guarantees `CMD` reads and writes one `T`.
+    unsafe { rustix::ioctl::ioctl(borrow(fd), Updater::<CMD, T>::new(arg)) }
+}
+
 /// The context's fd, opened (under the lock) on first use.
 pub(crate) fn fd() -> Result<i32, Errno> {
     let fd = FD.load(Acquire);
@@ -334,12 +345,7 @@ pub(crate) fn get_addr(module: u64, offset: u64) -> Result<u64, Errno> {
             addr: 0,
         };
         // SAFETY: KSTLS_IOC_GET_ADDR reads the `tls_index` and writes `addr` of `ga`.
-        unsafe {
-            rustix::ioctl::ioctl(
-                borrow(fd),
-                Updater::<KSTLS_IOC_GET_ADDR, kstls_get_addr>::new(&mut ga),
-            )
-        }?;
+        unsafe { update::<KSTLS_IOC_GET_ADDR, _>(fd, &mut ga) }?;
         Ok(ga.addr)
     })
 }
@@ -408,12 +414,7 @@ pub(crate) fn stats(module: u64, tid: u32) -> Result<kstls_stats, Errno> {
             ..Default::default()
         };
         // SAFETY: KSTLS_IOC_STATS reads and writes one `struct kstls_stats`.
-        unsafe {
-            rustix::ioctl::ioctl(
-                borrow(fd),
-                Updater::<KSTLS_IOC_STATS, kstls_stats>::new(&mut st),
-            )
-        }?;
+        unsafe { update::<KSTLS_IOC_STATS, _>(fd, &mut st) }?;
         Ok(st)
     })
 }
@@ -449,12 +450,7 @@ pub(crate) fn register_locked(
             ..Default::default()
         };
         // SAFETY: KSTLS_IOC_REGISTER reads and writes one `struct kstls_register`.
-        unsafe {
-            rustix::ioctl::ioctl(
-                borrow(fd),
-                Updater::<KSTLS_IOC_REGISTER, kstls_register>::new(&mut reg),
-            )
-        }?;
+        unsafe { update::<KSTLS_IOC_REGISTER, _>(fd, &mut reg) }?;
         Ok(reg.module)
     });
     match r {
