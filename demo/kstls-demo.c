@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "kstls.h"
+#include "demo.h"
 
 #define NTHREADS 4
 
@@ -42,24 +43,6 @@ static void *worker(void *arg)
 	ioctl(fd, KSTLS_IOC_GET_ADDR, &ga);
 	printf("thread %ld: again %p: \"%s\"\n", n, (void *)(uintptr_t)ga.addr, block + 16);
 	return NULL;
-}
-
-static void show_fdinfo(void)
-{
-	char path[64], buf[4096];
-	ssize_t n;
-	int f;
-
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	f = open(path, O_RDONLY);
-	if (f < 0)
-		return;
-	n = read(f, buf, sizeof(buf) - 1);
-	close(f);
-	if (n > 0) {
-		buf[n] = 0;
-		printf("$ cat %s\n%s", path, buf);
-	}
 }
 
 int main(void)
@@ -113,6 +96,6 @@ int main(void)
 		else
 			rc = 1;
 	}
-	show_fdinfo();
+	show_fdinfo(fd);
 	return (int)rc;
 }

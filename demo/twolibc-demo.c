@@ -25,6 +25,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "demo.h"
+
 #define TDATA_INIT "two libcs, one TLS"
 #define NTHREADS 2
 
@@ -162,24 +164,6 @@ static void without_kstls(void)
 		printf("  => it happened to work this time\n");
 	else
 		printf("  => the object could not be loaded\n");
-}
-
-static void show_fdinfo(int fd)
-{
-	char path[64], buf[4096];
-	ssize_t n;
-	int f;
-
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	f = open(path, O_RDONLY);
-	if (f < 0)
-		return;
-	n = read(f, buf, sizeof(buf) - 1);
-	close(f);
-	if (n > 0) {
-		buf[n] = 0;
-		printf("$ cat %s\n%s", path, buf);
-	}
 }
 
 int main(void)
