@@ -177,15 +177,16 @@ impl Cache {
     }
 
     /// Records, for the thread `task` with thread pointer `tp`, that module `id` (registry slot
-    /// `mslot`) has its block at `block`. Does nothing when the thread cannot be cached.
-    pub(crate) fn fill(&self, task: usize, tp: u64, id: u64, mslot: u32, block: usize) {
+    /// `mslot`) has its block at `block`. Returns whether the entry was published: not when the
+    /// thread cannot be cached (strict mode, a shared thread pointer, a full cache).
+    pub(crate) fn fill(&self, task: usize, tp: u64, id: u64, mslot: u32, block: usize) -> bool {
         let mslot = mslot as usize;
         if mslot >= DTV_ENTRIES || tp == 0 {
-            return;
+            return false;
         }
         let mut st = self.state.lock();
         if st.strict {
-            return;
+            return false;
         }
         let home = hash(tp);
         let mut mine = None;
@@ -207,14 +208,14 @@ impl Cache {
                     st.owners[i] = POISONED;
                     self.set_slot(i, tp, Self::dtv_offset(self.threads));
                 }
-                return;
+                return false;
             }
         }
         let slot = match mine {
             Some(i) => i,
             None => {
                 let (Some(i), Some(d)) = (free, st.free_dtvs.pop()) else {
-                    return;
+                    return false;
                 };
                 st.owners[i] = task;
                 self.set_slot(i, tp, Self::dtv_offset(d));
@@ -227,6 +228,7 @@ impl Cache {
         self.word(entry).store(id, Ordering::Relaxed);
         self.word(entry + WORD).store(block as u64, Ordering::Relaxed);
         self.end(slot);
+        true
     }
 
     /// Forgets the thread `task` (it is exiting) before its thread pointer can be reused.
@@ -353,7 +355,7 @@ mod tests {
         let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
         let tp = 0x7f00_0000_1000u64;
         let id = (1u64 << 32) | 3;
-        c.fill(0xaaaa, tp, id, 3, 0x5000);
+        assert!(c.fill(0xaaaa, tp, id, 3, 0x5000));
         let home = hash(tp);
         assert_eq!(c.slot_word(home, 1).load(Ordering::Relaxed), tp);
         assert_eq!(c.slot_word(home, 0).load(Ordering::Relaxed) % 2, 0);
@@ -362,18 +364,18 @@ mod tests {
         assert_eq!(c.word(dtv + 3 * 16 + 8).load(Ordering::Relaxed), 0x5000);
         c.forget_module(id, 3);
         assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), 0);
-        c.fill(0xaaaa, tp, id, 3, 0x5000);
+        assert!(c.fill(0xaaaa, tp, id, 3, 0x5000));
         c.forget_task(0xaaaa, tp);
         assert_eq!(c.slot_word(home, 1).load(Ordering::Relaxed), 0);
         assert_eq!(c.cached_threads(), 0);
         // Another task with the same thread pointer poisons the slot.
-        c.fill(0xaaaa, tp, id, 3, 0x5000);
-        c.fill(0xbbbb, tp, id, 3, 0x6000);
+        assert!(c.fill(0xaaaa, tp, id, 3, 0x5000));
+        assert!(!c.fill(0xbbbb, tp, id, 3, 0x6000));
         let dtv = c.slot_word(home, 2).load(Ordering::Relaxed) as usize;
         assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), 0);
         c.set_strict(true);
         assert_eq!(c.cached_threads(), 0);
-        c.fill(0xcccc, tp + 0x1000, id, 3, 0x7000);
+        assert!(!c.fill(0xcccc, tp + 0x1000, id, 3, 0x7000));
         assert_eq!(c.cached_threads(), 0);
         assert_eq!(c.word(24).load(Ordering::Relaxed), u64::from(KSTLS_MODE_STRICT));
         Ok(())
@@ -384,7 +386,8 @@ mod tests {
         let c = KBox::pin_init(Cache::new(0x1000, 2, false)?, GFP_KERNEL)?;
         let id = 1u64 << 32;
         for t in 0..4u64 {
-            c.fill(0x100 + t as usize, 0x7f00_0000_0000 + (t << 23), id, 0, 0x9000);
+            let published = c.fill(0x100 + t as usize, 0x7f00_0000_0000 + (t << 23), id, 0, 0x9000);
+            assert_eq!(published, t < 2);
         }
         assert_eq!(c.cached_threads(), 2);
         Ok(())

@@ -10,8 +10,8 @@
 //!
 //! Thread exit is detected by the module itself: each `Thread` holds a reference to its task, a
 //! table whose task has `PF_EXITING` is reclaimed (its blocks go back to their pools) whenever a
-//! new thread makes its first call and whenever the counters are read, and a new task that reuses
-//! a tid never sees the table of the task that had it before.
+//! new thread makes its first call and whenever the counters are read (`STATS`, fdinfo), and a
+//! new task that reuses a tid never sees the table of the task that had it before.
 
 use core::sync::atomic::{
     AtomicU32,
@@ -325,8 +325,9 @@ impl Context {
             totals.traps += 1;
         }
         if let (Some(c), Some(tp)) = (self.cache.as_ref(), tp) {
-            c.fill(task.as_ptr() as usize, tp, module, slot, block);
-            totals.fills += 1;
+            if c.fill(task.as_ptr() as usize, tp, module, slot, block) {
+                totals.fills += 1;
+            }
         }
         // Cannot overflow: `offset < memsz` and the block lies inside a mapping.
         Ok((block + offset as usize) as u64)
@@ -516,7 +517,8 @@ impl Context {
 
     /// `/proc/<pid>/fdinfo/<fd>`: the state of the context, readable by an operator.
     pub(crate) fn show(&self, m: &SeqFile) {
-        let g = self.inner.lock();
+        let mut g = self.inner.lock();
+        g.sweep();
         let (blocks, bytes) = g.live_blocks();
         seq_print!(m, "kstls-abi:\t{}\n", KSTLS_ABI_VERSION);
         seq_print!(m, "owner-tgid:\t{}\n", self.tgid);

@@ -30,7 +30,7 @@ echo "== 4. The device itself: /dev/kstls, ioctl by ioctl =="
 echo
 echo "== 5. The benchmark, short run (make bench for the full one) =="
 /kstls/build/bench/kstls_bench --short >/tmp/bench.out || rc=1
-grep -c "^KB:row" /tmp/bench.out | sed "s/^/(rows measured: /; s/$/)/"
+grep -c "^KB:raw" /tmp/bench.out | sed "s/^/(measurements: /; s/$/)/"
 cat /tmp/bench.out
 exit $rc' | tee "$out/guest.out" | grep -av '^KB:' || rc=$?
 if python3 "$KSTLS_ROOT/bench/report.py" "$out/guest.out" "$out/bench" \

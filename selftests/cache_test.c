@@ -142,8 +142,12 @@ static void *new_thread_probe(void *arg)
 TEST_F(cache, reused_thread_pointer_never_hits_the_dead_threads_entry)
 {
 	unsigned long first_tp = 0;
+	long threads0, exits0;
 	int reuses = 0;
 
+	threads0 = fdinfo_value(self->fd, "\nthreads");
+	exits0 = fdinfo_value(self->fd, "thread-exits");
+	ASSERT_LE(0, threads0);
 	for (int i = 0; i < 200; i++) {
 		struct reuse r = { self->fd, self->id, self->map };
 		pthread_t t;
@@ -161,6 +165,9 @@ TEST_F(cache, reused_thread_pointer_never_hits_the_dead_threads_entry)
 	ksft_print_msg("%d of 199 threads reused the first thread's thread pointer\n", reuses);
 	ASSERT_LT(0, reuses);
 	ASSERT_EQ(0, fdinfo_value(self->fd, "cached-threads"));
+	/* Reading fdinfo reclaims the tables of the joined threads, the last one included. */
+	ASSERT_EQ(threads0, fdinfo_value(self->fd, "\nthreads"));
+	ASSERT_EQ(exits0 + 200, fdinfo_value(self->fd, "thread-exits"));
 }
 
 struct spinner {
