@@ -29,6 +29,7 @@ all: modules
 modules modules_install clean rust-analyzer:
 	@test -n "$(KDIR)" -a -d "$(KDIR)" || { echo "KDIR is not a kernel build directory (run 'make kernel' or pass KDIR=...)"; exit 1; }
 	$(MAKE) -C $(KDIR) M=$(CURDIR) $(KMAKE_VARS) $@
+	$(if $(filter rust-analyzer,$@),scripts/rust-analyzer-module.py rust-project.json rust/kstls_main.rs $(KDIR))
 
 # Installation: the module (modules_install, needs KDIR), the uapi header, the udev rule giving
 # /dev/kstls mode 0666, the man pages, and libkstls (libkstls.{a,so}, kstls.h, kstls.pc, through

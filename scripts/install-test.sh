@@ -6,6 +6,8 @@
 # kstls` against it, a C program and a shared object built from nothing but that tree (the
 # program runs: with no /dev/kstls on the host, kstls_init() must say -ENOENT), both man pages
 # rendered by `man -l` without a warning, and `make uninstall` removing every file it installed.
+# Then the two developer entry points: `dkms build` from dkms.conf (in a private DKMS tree, the
+# system's untouched) and `make rust-analyzer` (rust-project.json must hold the module's crate).
 #
 #   install-test.sh    needs KDIR (the kernel build dir) in the environment, as check.sh sets it
 #
@@ -145,6 +147,37 @@ uninstalled() {
 	[[ -z $left ]] || { echo "left behind: $left"; return 1; }
 }
 check "make uninstall removes every installed file" uninstalled
+
+# DKMS builds from a copy of the sources named <package>-<version>, as /usr/src holds them.
+dkms_build() {
+	local tree=$dest/dkms version
+	version=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"$/\1/p' "$KSTLS_ROOT/dkms.conf")
+	[[ -n $version ]] || { echo "dkms.conf has no PACKAGE_VERSION"; return 1; }
+	mkdir -p "$tree/src/kstls-$version" "$tree/var" "$tree/installed"
+	(cd "$KSTLS_ROOT" && git ls-files -z | xargs -0 cp --parents -t "$tree/src/kstls-$version")
+	dkms build "kstls/$version" -k "$release" --kernelsourcedir "$KDIR" \
+		--sourcetree "$tree/src" --dkmstree "$tree/var" --installtree "$tree/installed"
+	local ko=$tree/var/kstls/$version/$release/x86_64/module/kstls.ko
+	[[ -f $ko ]] || { echo "no $ko"; return 1; }
+	modinfo -F name "$ko" | grep -qx kstls
+	rm -rf "$tree"
+}
+check "dkms build makes kstls.ko from dkms.conf (private DKMS tree)" dkms_build
+
+analyzer() {
+	make -s -C "$KSTLS_ROOT" rust-analyzer KDIR="$KDIR" >/dev/null
+	python3 - "$KSTLS_ROOT" <<'PY'
+import json, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+crates = json.loads((root / "rust-project.json").read_text())["crates"]
+mine = [c for c in crates if c["root_module"] == str(root / "rust/kstls_main.rs")]
+assert len(mine) == 1, "the module's crate root is not in rust-project.json"
+deps = {d["name"]: crates[d["crate"]]["display_name"] for d in mine[0]["deps"]}
+assert deps.get("kernel") == "kernel" and deps.get("core") == "core", deps
+assert "CONFIG_RUST" in mine[0]["cfg"], "the kernel's cfgs are missing"
+PY
+}
+check "make rust-analyzer: rust-project.json has the module's crate, with kernel and core" analyzer
 
 echo "$passed passed, $failed failed"
 ((failed == 0 && passed > 0))

@@ -31,7 +31,7 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 
 PKGS=(rustc-web cargo-web rust-web-src rustfmt-web clang-19 libclang-19-dev lld-19 llvm-19
       gcc make flex bison bc libelf-dev libssl-dev cpio xz-utils dwarves
-      qemu-system-x86 busybox-static musl-tools pkg-config python3 python3-matplotlib kmod)
+      qemu-system-x86 busybox-static musl-tools pkg-config python3 python3-matplotlib kmod dkms)
 
 step_deps() {
 	local missing=() p
