@@ -67,7 +67,12 @@ impl BlockPool {
 
     /// Hands out a block: a recycled one, the next one of the current arena, or the first of a
     /// new arena. `budget` is what the context may still map; it shrinks by what is mapped.
-    pub(crate) fn alloc(&mut self, l: &Layout, budget: &mut u64, mm: &OwnerMm<'_>) -> Result<NewBlock> {
+    pub(crate) fn alloc(
+        &mut self,
+        l: &Layout,
+        budget: &mut u64,
+        mm: &OwnerMm<'_>,
+    ) -> Result<NewBlock> {
         self.new_arena = false;
         if let Some(addr) = self.free.pop() {
             self.live += 1;

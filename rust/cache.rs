@@ -60,7 +60,10 @@ pub(crate) fn hash(tp: u64) -> usize {
 
 /// Bytes of a cache for `threads` cached threads.
 pub(crate) fn size_for(threads: usize) -> Option<usize> {
-    threads.checked_add(1)?.checked_mul(PAGE_SIZE)?.checked_add(DTV_BASE)
+    threads
+        .checked_add(1)?
+        .checked_mul(PAGE_SIZE)?
+        .checked_add(DTV_BASE)
 }
 
 /// The fields protected by the cache lock (the mapped words are written under it too).
@@ -86,12 +89,17 @@ pub(crate) struct Cache {
 
 impl Cache {
     /// A cache for `threads` threads of the process whose mm is `mm`.
-    pub(crate) fn new(mm: usize, threads: usize, strict: bool) -> Result<impl PinInit<Self, Error>> {
+    pub(crate) fn new(
+        mm: usize,
+        threads: usize,
+        strict: bool,
+    ) -> Result<impl PinInit<Self, Error>> {
         let bytes = size_for(threads).ok_or(ENOMEM)?;
         let words = bytes / WORD;
         let mut mem = VVec::with_capacity(words, GFP_KERNEL)?;
         for _ in 0..words {
-            mem.push_within_capacity(AtomicU64::new(0)).map_err(|_| ENOMEM)?;
+            mem.push_within_capacity(AtomicU64::new(0))
+                .map_err(|_| ENOMEM)?;
         }
         let mut owners = KVVec::with_capacity(NR_SLOTS, GFP_KERNEL)?;
         owners.extend_with(NR_SLOTS, 0, GFP_KERNEL)?;
@@ -171,7 +179,9 @@ impl Cache {
                 self.word(dtv + w * WORD).store(0, Ordering::Relaxed);
             }
             // Cannot fail: capacity for every page was reserved in `new`.
-            let _ = st.free_dtvs.push_within_capacity((dtv - DTV_BASE) / PAGE_SIZE);
+            let _ = st
+                .free_dtvs
+                .push_within_capacity((dtv - DTV_BASE) / PAGE_SIZE);
         }
         st.owners[slot] = 0;
     }
@@ -226,7 +236,8 @@ impl Cache {
             + mslot * size_of::<kstls_cache_dtv_entry>();
         self.begin(slot);
         self.word(entry).store(id, Ordering::Relaxed);
-        self.word(entry + WORD).store(block as u64, Ordering::Relaxed);
+        self.word(entry + WORD)
+            .store(block as u64, Ordering::Relaxed);
         self.end(slot);
         true
     }
@@ -286,7 +297,10 @@ impl Cache {
     /// Threads cached now, for fdinfo.
     pub(crate) fn cached_threads(&self) -> usize {
         let st = self.state.lock();
-        st.owners.iter().filter(|&&o| o != 0 && o != POISONED).count()
+        st.owners
+            .iter()
+            .filter(|&&o| o != 0 && o != POISONED)
+            .count()
     }
 
     /// Maps the whole cache, read-only, into `vma`.
@@ -377,7 +391,10 @@ mod tests {
         assert_eq!(c.cached_threads(), 0);
         assert!(!c.fill(0xcccc, tp + 0x1000, id, 3, 0x7000));
         assert_eq!(c.cached_threads(), 0);
-        assert_eq!(c.word(24).load(Ordering::Relaxed), u64::from(KSTLS_MODE_STRICT));
+        assert_eq!(
+            c.word(24).load(Ordering::Relaxed),
+            u64::from(KSTLS_MODE_STRICT)
+        );
         Ok(())
     }
 
@@ -386,7 +403,13 @@ mod tests {
         let c = KBox::pin_init(Cache::new(0x1000, 2, false)?, GFP_KERNEL)?;
         let id = 1u64 << 32;
         for t in 0..4u64 {
-            let published = c.fill(0x100 + t as usize, 0x7f00_0000_0000 + (t << 23), id, 0, 0x9000);
+            let published = c.fill(
+                0x100 + t as usize,
+                0x7f00_0000_0000 + (t << 23),
+                id,
+                0,
+                0x9000,
+            );
             assert_eq!(published, t < 2);
         }
         assert_eq!(c.cached_threads(), 2);

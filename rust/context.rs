@@ -193,7 +193,10 @@ impl Context {
         }
         let fsbase = arch::current_fsbase();
         let at = usize::try_from(fsbase).ok()?;
-        let self_ptr: u64 = UserSlice::new(UserPtr::from_addr(at), 8).reader().read().ok()?;
+        let self_ptr: u64 = UserSlice::new(UserPtr::from_addr(at), 8)
+            .reader()
+            .read()
+            .ok()?;
         (self_ptr == fsbase).then_some(fsbase)
     }
 
@@ -281,9 +284,11 @@ impl Context {
             }
             // A new thread: a good time to reclaim those that are gone.
             inner.sweep();
-            inner
-                .threads
-                .try_create_and_insert(pid, Thread::new(task, arch::current_fsbase()), GFP_KERNEL)?;
+            inner.threads.try_create_and_insert(
+                pid,
+                Thread::new(task, arch::current_fsbase()),
+                GFP_KERNEL,
+            )?;
         }
         let Inner {
             registry,
@@ -305,7 +310,11 @@ impl Context {
                 *mapped += before - budget;
                 if let Err(e) = owner.init_block(nb.addr, &m.image, layout.memsz, nb.fresh) {
                     // The block is ours: if it is still mapped, faulting it in ran out of memory.
-                    let e = if e == EFAULT && owner.is_mapped(nb.addr) { ENOMEM } else { e };
+                    let e = if e == EFAULT && owner.is_mapped(nb.addr) {
+                        ENOMEM
+                    } else {
+                        e
+                    };
                     *mapped -= m.pool.abort(nb.addr, &owner);
                     return Err(e);
                 }
@@ -354,7 +363,10 @@ impl Context {
             let g = parent.inner.lock();
             // The child's only thread is the copy of the parent thread that forked: the one with
             // the same thread pointer (a dead thread may have had it too, so skip those).
-            let forker = g.threads.values().find(|t| t.fsbase == fsbase && !t.exited());
+            let forker = g
+                .threads
+                .values()
+                .find(|t| t.fsbase == fsbase && !t.exited());
             let registry = g.registry.fork_copy(|m| {
                 let slot = m.id.slot;
                 let kept = forker.and_then(|t| t.block_addr(slot));
@@ -368,7 +380,11 @@ impl Context {
             let mut thread = Thread::new(task, fsbase);
             if let Some(f) = forker {
                 for (slot, b) in f.blocks() {
-                    let memsz = g.registry.iter().find(|m| m.id.slot == slot).map(|m| m.layout.memsz);
+                    let memsz = g
+                        .registry
+                        .iter()
+                        .find(|m| m.id.slot == slot)
+                        .map(|m| m.layout.memsz);
                     thread.inherit(slot, b.addr, memsz.unwrap_or(0))?;
                 }
             }
@@ -436,7 +452,11 @@ impl Context {
                 | KSTLS_FEAT_FDINFO
                 | KSTLS_FEAT_ADOPT
                 | KSTLS_FEAT_STRICT
-                | if exit_hook::active() { KSTLS_FEAT_CACHE } else { 0 },
+                | if exit_hook::active() {
+                    KSTLS_FEAT_CACHE
+                } else {
+                    0
+                },
             max_modules: LIMITS.max_modules,
             max_align: LIMITS.max_align,
             max_image_size: LIMITS.max_image_size,

@@ -125,10 +125,17 @@ impl ExitHook {
         }
         // SAFETY: `tp` is a kernel tracepoint and `on_exit` has its probe signature; the probe
         // is unregistered in `drop` before the module text goes away.
-        let ret = unsafe { bindings::tracepoint_probe_register(tp, on_exit as *mut c_void, ptr::null_mut()) };
+        let ret = unsafe {
+            bindings::tracepoint_probe_register(tp, on_exit as *mut c_void, ptr::null_mut())
+        };
         if ret != 0 {
-            pr_warn!("cannot attach to sched_process_exit ({}), the cache is off\n", ret);
-            return Self { tp: ptr::null_mut() };
+            pr_warn!(
+                "cannot attach to sched_process_exit ({}), the cache is off\n",
+                ret
+            );
+            return Self {
+                tp: ptr::null_mut(),
+            };
         }
         ACTIVE.store(true, Ordering::Release);
         Self { tp }

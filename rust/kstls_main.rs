@@ -76,12 +76,12 @@ use kernel::{
         LocalFile, //
     },
     ioctl::_IOC_SIZE,
-    mm::virt::VmaNew,
     miscdevice::{
         MiscDevice,
         MiscDeviceOptions,
         MiscDeviceRegistration, //
     },
+    mm::virt::VmaNew,
     prelude::*,
     seq_file::SeqFile,
     uaccess::{

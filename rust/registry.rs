@@ -71,10 +71,7 @@ impl Layout {
         }
         let memsz = usize::try_from(memsz).map_err(|_| E2BIG)?;
         let align = usize::try_from(align).map_err(|_| EINVAL)?;
-        let stride = memsz
-            .checked_add(align - 1)
-            .ok_or(E2BIG)?
-            & !(align - 1);
+        let stride = memsz.checked_add(align - 1).ok_or(E2BIG)? & !(align - 1);
         Ok(Self {
             filesz: usize::try_from(filesz).map_err(|_| EINVAL)?,
             memsz,

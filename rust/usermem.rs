@@ -106,7 +106,13 @@ impl<'a> OwnerMm<'a> {
 
     /// Initialises a block: `image` at `addr`, then zeroes up to `memsz` unless the memory is
     /// known to be zero already (`fresh`).
-    pub(crate) fn init_block(&self, addr: usize, image: &[u8], memsz: usize, fresh: bool) -> Result {
+    pub(crate) fn init_block(
+        &self,
+        addr: usize,
+        image: &[u8],
+        memsz: usize,
+        fresh: bool,
+    ) -> Result {
         let mut w = UserSlice::new(UserPtr::from_addr(addr), memsz).writer();
         w.write_slice(image)?;
         if fresh {
