@@ -47,7 +47,10 @@ use kernel::{
 };
 
 use crate::arch;
-use crate::block::BlockPool;
+use crate::block::{
+    BlockPool,
+    PackedRows, //
+};
 use crate::cache::{
     self,
     Cache, //
@@ -82,7 +85,9 @@ struct Totals {
 struct Inner {
     registry: Registry,
     threads: RBTree<Pid, Thread>,
-    /// Bytes of user memory mapped for blocks, by all pools.
+    /// The threads' rows of packed blocks (of the small modules).
+    rows: PackedRows,
+    /// Bytes of user memory mapped for blocks, by all pools and the rows.
     mapped: u64,
     /// Bytes of `.tdata` snapshots held for all modules.
     image_bytes: u64,
@@ -115,14 +120,21 @@ fn cache_threads() -> usize {
     crate::module_parameters::cache_threads.value() as usize
 }
 
-/// Puts the blocks of a table whose thread is gone back into their pools.
-fn reclaim(registry: &mut Registry, t: &Thread, totals: &mut Totals) {
+/// Puts the blocks of a table whose thread is gone back into their pools, and its row.
+fn reclaim(registry: &mut Registry, rows: &mut PackedRows, t: &Thread, totals: &mut Totals) {
     for (slot, b) in t.blocks() {
         // A block in a slot always belongs to the module registered there now: `UNREGISTER`
         // takes a module's blocks out of every table before the slot can be reused.
         if let Some(m) = registry.by_slot_mut(slot) {
-            m.pool.free(b.addr);
+            if m.column.is_some() {
+                m.packed -= 1;
+            } else {
+                m.pool.free(b.addr);
+            }
         }
+    }
+    if let Some(row) = t.row {
+        rows.pool.free(row);
     }
     totals.thread_exits += 1;
 }
@@ -133,6 +145,7 @@ impl Inner {
         let Self {
             registry,
             threads,
+            rows,
             totals,
             ..
         } = self;
@@ -140,7 +153,7 @@ impl Inner {
         while let Some(c) = cursor {
             if c.current().1.exited() {
                 let (next, node) = c.remove_current();
-                reclaim(registry, &node.to_key_value().1, totals);
+                reclaim(registry, rows, &node.to_key_value().1, totals);
                 cursor = next;
             } else {
                 cursor = c.move_next();
@@ -151,7 +164,7 @@ impl Inner {
     /// Live blocks of all modules, and their bytes.
     fn live_blocks(&self) -> (u64, u64) {
         self.registry.iter().fold((0, 0), |(n, b), m| {
-            (n + m.pool.live, b + m.pool.live * m.layout.memsz as u64)
+            (n + m.live(), b + m.live() * m.layout.memsz as u64)
         })
     }
 }
@@ -163,6 +176,7 @@ impl Context {
         // Kernel threads have no address space to put blocks in.
         let mm: ARef<Mm> = ARef::from(&**cur.mm().ok_or(EINVAL)?);
         let tgid = cur.tgid();
+        let rows = PackedRows::new(&LIMITS)?;
         Ok(try_pin_init!(Self {
             mm,
             tgid,
@@ -171,6 +185,7 @@ impl Context {
             inner <- new_mutex!(Inner {
                 registry: Registry::new(),
                 threads: RBTree::new(),
+                rows,
                 mapped: 0,
                 image_bytes: 0,
                 totals: Totals::default(),
@@ -224,16 +239,28 @@ impl Context {
         if total > LIMITS.max_image_total {
             return Err(E2BIG);
         }
+        let column = g.rows.place(&layout);
         let id = g.registry.insert(LIMITS.max_modules, |id| {
             Ok(Module {
                 id,
                 layout,
                 image,
                 pool: BlockPool::new(),
+                column,
+                packed: 0,
                 lookups: 0,
                 allocs: 0,
             })
-        })?;
+        });
+        let id = match id {
+            Ok(id) => id,
+            Err(e) => {
+                if let Some(c) = column {
+                    g.rows.release(c, layout.memsz);
+                }
+                return Err(e);
+            }
+        };
         g.image_bytes = total;
         Ok(id.encode())
     }
@@ -250,6 +277,18 @@ impl Context {
             t.take(m.id.slot, m.layout.memsz);
         }
         g.mapped -= m.pool.unmap_all(&owner);
+        if let Some(c) = m.column {
+            g.rows.release(c, m.layout.memsz);
+            // No packed block is left (the common case: the last small module is gone): no
+            // table points into a row any more, so the rows are unmapped as a module's arenas
+            // are, and a thread gets a new row at its next packed first touch.
+            if g.registry.iter().all(|md| md.packed == 0) {
+                for t in g.threads.values_mut() {
+                    t.row = None;
+                }
+                g.mapped -= g.rows.pool.unmap_all(&owner);
+            }
+        }
         g.image_bytes -= m.layout.filesz as u64;
         drop(g);
         // The snapshot is freed here, after the lock is dropped.
@@ -280,7 +319,12 @@ impl Context {
         if !matches!(inner.threads.get(&pid), Some(t) if t.is(task)) {
             // A table under this tid belongs to an earlier task, which has exited.
             if let Some(old) = inner.threads.remove(&pid) {
-                reclaim(&mut inner.registry, &old, &mut inner.totals);
+                reclaim(
+                    &mut inner.registry,
+                    &mut inner.rows,
+                    &old,
+                    &mut inner.totals,
+                );
             }
             // A new thread: a good time to reclaim those that are gone.
             inner.sweep();
@@ -293,6 +337,7 @@ impl Context {
         let Inner {
             registry,
             threads,
+            rows,
             mapped,
             totals,
             ..
@@ -306,22 +351,45 @@ impl Context {
                 t.reserve(slot)?;
                 let mut budget = LIMITS.max_block_bytes.saturating_sub(*mapped);
                 let before = budget;
-                let nb = m.pool.alloc(&layout, &mut budget, &owner)?;
+                // A packed block is the module's column of the thread's row (made now if the
+                // thread has none). Its bytes may have been another module's or another
+                // thread's, so it is never taken as zero.
+                let (addr, fresh, new_row) = match (m.column, t.row) {
+                    (Some(c), Some(row)) => (row + c, false, None),
+                    (Some(c), None) => {
+                        let row = rows.alloc_row(&mut budget, &owner)?;
+                        (row + c, false, Some(row))
+                    }
+                    (None, _) => {
+                        let nb = m.pool.alloc(&layout, &mut budget, &owner)?;
+                        (nb.addr, nb.fresh, None)
+                    }
+                };
                 *mapped += before - budget;
-                if let Err(e) = owner.init_block(nb.addr, &m.image, layout.memsz, nb.fresh) {
+                if let Err(e) = owner.init_block(addr, &m.image, layout.memsz, fresh) {
                     // The block is ours: if it is still mapped, faulting it in ran out of memory.
-                    let e = if e == EFAULT && owner.is_mapped(nb.addr) {
+                    let e = if e == EFAULT && owner.is_mapped(addr) {
                         ENOMEM
                     } else {
                         e
                     };
-                    *mapped -= m.pool.abort(nb.addr, &owner);
+                    *mapped -= match (m.column, new_row) {
+                        (None, _) => m.pool.abort(addr, &owner),
+                        (Some(_), Some(row)) => rows.pool.abort(row, &owner),
+                        (Some(_), None) => 0,
+                    };
                     return Err(e);
                 }
-                t.set(slot, nb.addr, layout.memsz);
+                if new_row.is_some() {
+                    t.row = new_row;
+                }
+                if m.column.is_some() {
+                    m.packed += 1;
+                }
+                t.set(slot, addr, layout.memsz);
                 m.allocs += 1;
                 totals.allocs += 1;
-                nb.addr
+                addr
             }
         };
         if let Some(b) = t.block(slot) {
@@ -359,7 +427,7 @@ impl Context {
 
         // The child's state is built under the parent's lock alone; the two context locks are
         // never held together.
-        let (registry, thread, mapped, image_bytes) = {
+        let (registry, rows, thread, mapped, image_bytes) = {
             let g = parent.inner.lock();
             // The child's only thread is the copy of the parent thread that forked: the one with
             // the same thread pointer (a dead thread may have had it too, so skip those).
@@ -370,14 +438,29 @@ impl Context {
             let registry = g.registry.fork_copy(|m| {
                 let slot = m.id.slot;
                 let kept = forker.and_then(|t| t.block_addr(slot));
+                if m.column.is_some() {
+                    // Packed blocks live in the rows, which are copied below.
+                    return Ok((
+                        m.pool.fork_copy(None, core::iter::empty())?,
+                        u64::from(kept.is_some()),
+                    ));
+                }
                 let others = g
                     .threads
                     .values()
                     .filter_map(move |t| t.block_addr(slot))
                     .filter(move |a| Some(*a) != kept);
-                m.pool.fork_copy(kept, others)
+                Ok((m.pool.fork_copy(kept, others)?, 0))
             })?;
+            let kept_row = forker.and_then(|t| t.row);
+            let other_rows = g
+                .threads
+                .values()
+                .filter_map(|t| t.row)
+                .filter(|r| Some(*r) != kept_row);
+            let rows = g.rows.fork_copy(kept_row, other_rows)?;
             let mut thread = Thread::new(task, fsbase);
+            thread.row = kept_row;
             if let Some(f) = forker {
                 for (slot, b) in f.blocks() {
                     let memsz = g
@@ -388,7 +471,7 @@ impl Context {
                     thread.inherit(slot, b.addr, memsz.unwrap_or(0))?;
                 }
             }
-            (registry, thread, g.mapped, g.image_bytes)
+            (registry, rows, thread, g.mapped, g.image_bytes)
         };
 
         let mut g = self.inner.lock();
@@ -398,6 +481,7 @@ impl Context {
         g.threads
             .try_create_and_insert(task.pid(), thread, GFP_KERNEL)?;
         g.registry = registry;
+        g.rows = rows;
         g.mapped = mapped;
         g.image_bytes = image_bytes;
         Ok(())
@@ -512,8 +596,8 @@ impl Context {
             (Some(m), 0) => {
                 out.lookups = m.lookups;
                 out.allocs = m.allocs;
-                out.blocks = m.pool.live;
-                out.block_bytes = m.pool.live * m.layout.memsz as u64;
+                out.blocks = m.live();
+                out.block_bytes = m.live() * m.layout.memsz as u64;
             }
             (None, tid) => {
                 if let Some(t) = threads.get(&tid) {
@@ -547,6 +631,9 @@ impl Context {
         seq_print!(m, "blocks:\t{}\n", blocks);
         seq_print!(m, "block-bytes:\t{}\n", bytes);
         seq_print!(m, "mapped-bytes:\t{}\n", g.mapped);
+        seq_print!(m, "rows:\t{}\n", g.rows.pool.live);
+        let packed = g.registry.iter().filter(|md| md.column.is_some()).count();
+        seq_print!(m, "packed-modules:\t{}\n", packed);
         seq_print!(m, "image-bytes:\t{}\n", g.image_bytes);
         seq_print!(m, "lookups:\t{}\n", g.totals.lookups);
         seq_print!(m, "allocs:\t{}\n", g.totals.allocs);
@@ -565,7 +652,7 @@ impl Context {
                 md.layout.memsz,
                 md.layout.align,
                 md.layout.align_offset,
-                md.pool.live,
+                md.live(),
                 md.lookups,
                 md.allocs
             );
@@ -586,6 +673,7 @@ impl PinnedDrop for Context {
             for m in g.registry.iter_mut() {
                 m.pool.unmap_all(&owner);
             }
+            g.rows.pool.unmap_all(&owner);
         }
     }
 }

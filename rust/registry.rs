@@ -128,12 +128,23 @@ pub(crate) struct Module {
     pub(crate) layout: Layout,
     /// The `.tdata` snapshot, `layout.filesz` bytes.
     pub(crate) image: KVVec<u8>,
-    /// Where this module's blocks come from.
+    /// Where this module's blocks come from when they are not packed.
     pub(crate) pool: BlockPool,
+    /// The module's column in every thread's row (`PackedRows`), when its blocks are packed.
+    pub(crate) column: Option<usize>,
+    /// Live packed blocks.
+    pub(crate) packed: u64,
     /// `GET_ADDR` calls answered for this module.
     pub(crate) lookups: u64,
     /// Blocks initialised on first touch.
     pub(crate) allocs: u64,
+}
+
+impl Module {
+    /// Live blocks, packed or from the pool.
+    pub(crate) fn live(&self) -> u64 {
+        self.pool.live + self.packed
+    }
 }
 
 /// A registry slot: the generation of its latest id and the module, if any, registered in it.
@@ -221,11 +232,11 @@ impl Registry {
         self.slots[slot].module.take().ok_or(EINVAL)
     }
 
-    /// The registry of a forked child: every module with the same id, layout and image, and the
-    /// pool that `pool` makes from the parent's.
+    /// The registry of a forked child: every module with the same id, layout, image and column,
+    /// and the pool and packed count that `pool` makes from the parent's.
     pub(crate) fn fork_copy(
         &self,
-        mut pool: impl FnMut(&Module) -> Result<BlockPool>,
+        mut pool: impl FnMut(&Module) -> Result<(BlockPool, u64)>,
     ) -> Result<Self> {
         let mut slots = KVec::with_capacity(self.slots.len(), GFP_KERNEL)?;
         for s in self.slots.iter() {
@@ -234,11 +245,14 @@ impl Registry {
                 Some(m) => {
                     let mut image = KVVec::with_capacity(m.image.len(), GFP_KERNEL)?;
                     image.extend_from_slice(&m.image, GFP_KERNEL)?;
+                    let (pool, packed) = pool(m)?;
                     Some(Module {
                         id: m.id,
                         layout: m.layout,
                         image,
-                        pool: pool(m)?,
+                        pool,
+                        column: m.column,
+                        packed,
                         lookups: 0,
                         allocs: 0,
                     })
@@ -283,6 +297,8 @@ mod tests {
             layout: layout(0, 8, 8, 0)?,
             image: KVVec::new(),
             pool: BlockPool::new(),
+            column: None,
+            packed: 0,
             lookups: 0,
             allocs: 0,
         })

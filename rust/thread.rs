@@ -31,6 +31,8 @@ pub(crate) struct Thread {
     /// child's thread by it.
     pub(crate) fsbase: u64,
     blocks: KVec<Option<Block>>,
+    /// The thread's row of packed blocks (`PackedRows`), once it has one.
+    pub(crate) row: Option<usize>,
     /// Live blocks in `blocks`.
     pub(crate) nr_blocks: u64,
     /// Bytes of those blocks.
@@ -47,6 +49,7 @@ impl Thread {
             task: task.into(),
             fsbase,
             blocks: KVec::new(),
+            row: None,
             nr_blocks: 0,
             block_bytes: 0,
             lookups: 0,

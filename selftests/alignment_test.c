@@ -4,9 +4,14 @@
  * several p_vaddr % p_align misalignments: each thread's block is congruent to align_offset
  * modulo align, starts with the .tdata image, is zero up to memsz, is the same block on every
  * later call, and does not overlap another thread's block.
+ *
+ * Then the packing of small blocks: a thread's blocks of many small modules share one page (its
+ * row), every block keeps its own alignment, and a column given back by UNREGISTER is handed
+ * to the next module fully initialised, although the bytes there are dirty.
  */
 #include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "kselftest_harness.h"
 #include "kstls_test.h"
@@ -155,6 +160,108 @@ TEST_F(align, later_threads_reuse_no_dirty_block)
 		ASSERT_EQ(0, pthread_join(t, NULL));
 		ASSERT_EQ(0, p.err) TH_LOG("round %d: check %d failed", round, p.err);
 	}
+}
+
+#define NPACKED 64
+
+struct packed {
+	int fd;
+	__u64 id[NPACKED], memsz[NPACKED], align[NPACKED], off[NPACKED];
+	unsigned char image[NPACKED][32];
+	unsigned char *block[NPACKED];
+	int err;
+};
+
+/* Small and odd: 3..66 bytes, every alignment from 1 to 64, misaligned starts. */
+static __u64 packed_filesz(__u64 memsz)
+{
+	return memsz < 32 ? memsz / 2 : 16;
+}
+
+static void packed_layout(struct packed *p, int i)
+{
+	p->memsz[i] = 3 + (i * 7) % 64;
+	p->align[i] = 1ULL << (i % 7);
+	p->off[i] = (i * 5) % p->align[i];
+}
+
+/* Touches every module from the calling thread; checks placement and contents, dirties. */
+static void *touch_packed(void *arg)
+{
+	struct packed *p = arg;
+
+	for (int i = 0; i < NPACKED && !p->err; i++) {
+		__u64 filesz = packed_filesz(p->memsz[i]);
+		void *a = NULL;
+
+		if (kstls_get(p->fd, p->id[i], 0, &a))
+			p->err = 1;
+		else if ((uintptr_t)a % p->align[i] != p->off[i])
+			p->err = 2;
+		else if (memcmp(a, p->image[i], filesz) ||
+			 !kstls_all_zero((unsigned char *)a + filesz, p->memsz[i] - filesz))
+			p->err = 3;
+		p->block[i] = a;
+	}
+	for (int i = 0; i < NPACKED && !p->err; i++)
+		memset(p->block[i], 0xa5, p->memsz[i]);
+	return NULL;
+}
+
+TEST(small_modules_of_a_thread_share_one_page)
+{
+	struct packed main_t = { 0 }, other;
+	uintptr_t page = sysconf(_SC_PAGESIZE), row;
+	struct kstls_info info;
+	pthread_t t;
+	__u64 id, fs;
+	void *a;
+
+	main_t.fd = kstls_open();
+	ASSERT_LE(0, main_t.fd);
+	for (int i = 0; i < NPACKED; i++) {
+		packed_layout(&main_t, i);
+		kstls_pattern(main_t.image[i], sizeof(main_t.image[i]), i + 1);
+		ASSERT_EQ(0, kstls_reg(main_t.fd, main_t.image[i],
+				       packed_filesz(main_t.memsz[i]),
+				       main_t.memsz[i], main_t.align[i], main_t.off[i], &main_t.id[i]));
+	}
+	other = main_t;
+	touch_packed(&main_t);
+	ASSERT_EQ(0, main_t.err);
+	ASSERT_EQ(0, pthread_create(&t, NULL, touch_packed, &other));
+	ASSERT_EQ(0, pthread_join(t, NULL));
+	ASSERT_EQ(0, other.err);
+
+	row = (uintptr_t)main_t.block[0] & ~(page - 1);
+	for (int i = 0; i < NPACKED; i++) {
+		EXPECT_EQ(row, (uintptr_t)main_t.block[i] & ~(page - 1))
+			TH_LOG("module %d's block %p is outside the thread's row", i, main_t.block[i]);
+		EXPECT_NE(row, (uintptr_t)other.block[i] & ~(page - 1));
+		for (int j = i + 1; j < NPACKED; j++) {
+			unsigned char *x = main_t.block[i], *y = main_t.block[j];
+
+			EXPECT_TRUE(x + main_t.memsz[i] <= y || y + main_t.memsz[j] <= x)
+				TH_LOG("blocks of modules %d and %d overlap", i, j);
+		}
+	}
+	/* 64 modules, two threads: one arena of rows, not an arena per module. */
+	ASSERT_EQ(0, kstls_info_get(main_t.fd, &info));
+	EXPECT_LE(info.block_bytes, 64 * 1024);
+
+	/*
+	 * Module 9's column, dirtied by touch_packed, goes to the next module of the same layout
+	 * (columns are handed out lowest first): its block is there, and clean.
+	 */
+	ASSERT_EQ(0, kstls_unreg(main_t.fd, main_t.id[9]));
+	fs = packed_filesz(main_t.memsz[9]);
+	ASSERT_EQ(0, kstls_reg(main_t.fd, main_t.image[9], fs, main_t.memsz[9], main_t.align[9],
+			       main_t.off[9], &id));
+	ASSERT_EQ(0, kstls_get(main_t.fd, id, 0, &a));
+	EXPECT_EQ(main_t.block[9], a);
+	EXPECT_EQ(0, memcmp(a, main_t.image[9], fs));
+	EXPECT_TRUE(kstls_all_zero((unsigned char *)a + fs, main_t.memsz[9] - fs));
+	close(main_t.fd);
 }
 
 TEST_HARNESS_MAIN

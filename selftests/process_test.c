@@ -114,6 +114,16 @@ static void *hold_block(void *arg)
 	return NULL;
 }
 
+/* A new thread's first touch of a module: its block, or NULL. */
+static void *first_touch(void *arg)
+{
+	struct holder *h = arg;
+
+	if (kstls_get(h->fd, h->id, 0, (void **)&h->block))
+		h->block = NULL;
+	return NULL;
+}
+
 TEST_F(proc, forked_child_adopts_the_forking_threads_blocks)
 {
 	static const char image2[16] = "second module";
@@ -135,6 +145,7 @@ TEST_F(proc, forked_child_adopts_the_forking_threads_blocks)
 	ASSERT_LE(0, pid);
 	if (pid == 0) {
 		struct kstls_stats st;
+		struct holder c;
 		char *p;
 		int fd = kstls_open();
 
@@ -148,9 +159,19 @@ TEST_F(proc, forked_child_adopts_the_forking_threads_blocks)
 		/* Only the forking thread's blocks are live in the child. */
 		if (kstls_stats_get(fd, 0, 0, &st) || st.blocks != 1)
 			_exit(32);
-		/* The other thread's block is free again: reused, and freshly initialised. */
-		if (kstls_get(fd, id2, 0, (void **)&p) || p != h.block || strcmp(p, image2))
+		/*
+		 * The other thread's blocks are free again: its row (the modules are small, so
+		 * their blocks are packed in a page per thread) goes to the child's next thread,
+		 * which finds id2's block where it was, freshly initialised.
+		 */
+		c = (struct holder){ fd, id2, NULL, NULL };
+		if (pthread_create(&t, NULL, first_touch, &c) || pthread_join(t, NULL) ||
+		    c.block != h.block || strcmp(c.block, image2))
 			_exit(33);
+		/* The forking thread's own block of id2 is new, beside its first one. */
+		if (kstls_get(fd, id2, 0, (void **)&p) || strcmp(p, image2) ||
+		    ((uintptr_t)p ^ (uintptr_t)self->block) >= (uintptr_t)sysconf(_SC_PAGESIZE))
+			_exit(35);
 		if (adopt(fd, self->fd) != -EINVAL)
 			_exit(34);
 		_exit(0);

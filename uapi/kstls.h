@@ -33,6 +33,8 @@
  * stale id.
  */
 #define KSTLS_MODULE_ID_MIN	(1ULL << 32)
+/* Blocks of at most this many bytes are packed, one page per thread (see UNREGISTER). */
+#define KSTLS_PACKED_MAX	512
 
 /* The layout compilers pass to __tls_get_addr (x86-64 psABI: two 64-bit words). */
 struct kstls_tls_index {
@@ -75,7 +77,9 @@ struct kstls_register {
 
 /*
  * KSTLS_IOC_UNREGISTER: release a module (dlclose). Every thread's block for it is freed; the id
- * is never valid again. Errors: EINVAL unknown module id.
+ * is never valid again. Blocks of a module with memsz <= KSTLS_PACKED_MAX sit in one page per
+ * thread beside those of the other small modules, which stays mapped while any of them has a
+ * block; bigger blocks are unmapped with their module. Errors: EINVAL unknown module id.
  */
 struct kstls_unregister {
 	__u64 module;		/* in */
