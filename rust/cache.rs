@@ -38,11 +38,12 @@ use kernel::{
 
 use crate::uapi::*;
 
-pub(crate) const NR_SLOTS_LOG2: u32 = 12;
+pub(crate) const NR_SLOTS_LOG2: u32 = KSTLS_CACHE_SLOTS_LOG2;
 pub(crate) const NR_SLOTS: usize = 1 << NR_SLOTS_LOG2;
-pub(crate) const NR_PROBES: usize = 8;
+pub(crate) const NR_PROBES: usize = KSTLS_CACHE_PROBES as usize;
 /// Module slots cached per thread: one page of entries.
-pub(crate) const DTV_ENTRIES: usize = PAGE_SIZE / size_of::<kstls_cache_dtv_entry>();
+pub(crate) const DTV_ENTRIES: usize = KSTLS_CACHE_DTV_ENTRIES as usize;
+const _: () = assert!(DTV_ENTRIES * size_of::<kstls_cache_dtv_entry>() == PAGE_SIZE);
 // uapi/kstls.h promises a power of two: readers index with `slot & (DTV_ENTRIES - 1)`.
 const _: () = assert!(DTV_ENTRIES.is_power_of_two());
 

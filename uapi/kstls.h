@@ -188,6 +188,13 @@ struct kstls_mode {
 #define KSTLS_CACHE_MAGIC	0x6b73746c	/* "kstl" */
 #define KSTLS_CACHE_VERSION	1
 #define KSTLS_CACHE_HASH_MUL	0x9e3779b97f4a7c15ULL
+/*
+ * The geometry of version 1, which the header repeats: a reader may build these in (libkstls's
+ * assembly does) after checking that the header agrees.
+ */
+#define KSTLS_CACHE_SLOTS_LOG2	12
+#define KSTLS_CACHE_PROBES	8
+#define KSTLS_CACHE_DTV_ENTRIES	256
 
 struct kstls_cache_header {
 	__u32 magic;		/* KSTLS_CACHE_MAGIC */

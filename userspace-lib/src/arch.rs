@@ -11,11 +11,15 @@
 //! CFI so unwinders and debuggers follow) before calling the Rust slow path. It clobbers only
 //! registers the psABI lets a call clobber.
 //!
-//! The fast path is the cache lookup documented in `uapi/kstls.h`: from the copy of the cache
-//! header in the library's `FastState` page, hash `%fs:0` to a slot, read it under its seqcount
-//! (x86-64 keeps loads in order, so plain `mov`s in this order are a correct seqcount read),
-//! then load the thread's entry for the module. 33 instructions on a hit in the home slot (the
-//! probing loop is out of line); no syscall, no lock, no atomic read-modify-write, no store.
+//! The fast path is the cache lookup documented in `uapi/kstls.h`: with the cache version's
+//! geometry built in as immediates (`KSTLS_CACHE_SLOTS_LOG2`, `_PROBES`, `_DTV_ENTRIES`;
+//! `map_cache` publishes no cache whose header disagrees), hash `%fs:0` to a slot, read it under
+//! its seqcount (x86-64 keeps loads in order, so plain `mov`s in this order are a correct
+//! seqcount read), then load the thread's entry for the module. 27 instructions and 12 loads on
+//! a hit in the home slot (the probing loop is out of line); no syscall, no lock, no atomic
+//! read-modify-write, no store. A host module's id (below `KSTLS_MODULE_ID_MIN`) never equals an
+//! entry's, so it is told apart on the miss path, not before the lookup; module id 0, which no
+//! libc hands out, may match an empty entry and get `offset` back, as undefined there as in glibc.
 //!
 //! The entry exists only in the C library (feature `capi`): a Rust program that depends on the
 //! crate must keep the host's `__tls_get_addr`, so it gets no such symbol, not even a local one.
@@ -33,7 +37,12 @@ use crate::context::FAST;
 #[cfg(feature = "capi")]
 use crate::host::HOST_TLS_GET_ADDR;
 #[cfg(feature = "capi")]
-use crate::uapi::KSTLS_CACHE_HASH_MUL;
+use crate::uapi::{
+    KSTLS_CACHE_DTV_ENTRIES,
+    KSTLS_CACHE_HASH_MUL,
+    KSTLS_CACHE_PROBES,
+    KSTLS_CACHE_SLOTS_LOG2, //
+};
 
 #[cfg(feature = "capi")]
 global_asm!(
@@ -44,10 +53,7 @@ global_asm!(
     "__tls_get_addr:",
     "kstls_tga_local:",                 // a local alias, for `tls_get_addr_entry`
     ".cfi_startproc",
-    "mov (%rdi), %rax",                 // rax = module id
-    "mov %rax, %rcx",
-    "shr $32, %rcx",
-    "jz 5f",                            // below KSTLS_MODULE_ID_MIN: the host's module
+    "mov (%rdi), %rax",                 // rax = module id (kept until the end or the miss)
     "mov {fast}(%rip), %rdx",           // rdx = FastState page (a static empty one at first)
     "mov {slots}(%rdx), %r8",           // 0 while there is no cache in this process
     "test %r8, %r8",
@@ -55,47 +61,46 @@ global_asm!(
     "mov %fs:0, %rsi",                  // rsi = thread pointer (the psABI self-pointer)
     "movabs ${mul}, %r10",
     "imul %rsi, %r10",
-    "mov {shift5}(%rdx), %ecx",
-    "shr %cl, %r10",
-    "and $-32, %r10",                   // r10 = hash * sizeof(struct kstls_cache_slot)
-    "lea (%r8,%r10), %r9",              // r9 = the home slot
-    "mov (%r9), %r11",                  // r11 = seq ...
-    "cmp 8(%r9), %rsi",                 // ... and tp
+    "shr ${shift5}, %r10",
+    "and $-32, %r10",                   // r10 = hash * sizeof(struct kstls_cache_slot):
+    "mov (%r8,%r10), %r11",             // (r8,r10) is the home slot; r11 = seq ...
+    "cmp 8(%r8,%r10), %rsi",            // ... and tp
     "jne 6f",                           // not in its home slot: probe on, out of line
     "2:",
     "test $1, %r11b",
     "jnz 8f",                           // odd: being written
-    "mov %eax, %ecx",
-    "and {dtv_mask}(%rdx), %rcx",       // the id's registry slot modulo dtv_entries: an id
-    "shl $4, %rcx",                     // never cached there fails the id compare below
-    "add 16(%r9), %rcx",                // + dtv_offset (the kernel only ever stores offsets
-    "add {cache}(%rdx), %rcx",          // inside the mapping, or 0 for a free slot)
-    "mov 8(%rcx), %r10",                // entry block
+    "movzbl %al, %ecx",                 // the id's registry slot modulo dtv_entries: an id
+    "shl $4, %rcx",                     // never cached there, and a host module's id (high
+    "add 16(%r8,%r10), %rcx",           // half 0, never a kstls id), fail the compare below
+    "add {cache}(%rdx), %rcx",          // + dtv_offset (the kernel only ever stores offsets
+    "mov 8(%rcx), %r9",                 // inside the mapping, or 0 for a free slot)
     "cmp (%rcx), %rax",                 // entry module: the full id, generation included
     "jne 8f",
-    "cmp (%r9), %r11",                  // seq unchanged?
+    "cmp (%r8,%r10), %r11",             // seq unchanged?
     "jne 8f",
     "mov 8(%rdi), %rax",
-    "add %r10, %rax",                   // block + offset
+    "add %r9, %rax",                    // block + offset
     "ret",
     "6:",                               // the next nr_probes - 1 slots
-    "mov {probes}(%rdx), %rcx",
+    "mov ${probes}, %ecx",
     "7:",
-    "dec %rcx",
+    "dec %ecx",
     "jz 8f",
     "add $32, %r10",
-    "and {mask32}(%rdx), %r10",
-    "lea (%r8,%r10), %r9",
-    "mov (%r9), %r11",
-    "cmp 8(%r9), %rsi",
+    "and ${mask32}, %r10",
+    "mov (%r8,%r10), %r11",
+    "cmp 8(%r8,%r10), %rsi",
     "jne 7b",
     "jmp 2b",
-    "5:",
-    "mov {host}(%rip), %rax",
+    "8:",                               // a miss, with rax = module id
+    "mov %rax, %rcx",
+    "shr $32, %rcx",
+    "jnz 9f",                           // a kstls id: the slow path
+    "mov {host}(%rip), %rax",           // below KSTLS_MODULE_ID_MIN: the host's module
     "cmp $1, %rax",
-    "jbe 8f",                           // 0: not looked up yet, 1: there is none
+    "jbe 9f",                           // 0: not looked up yet, 1: there is none
     "jmp *%rax",                        // the host's __tls_get_addr, same stack, same %rdi
-    "8:",
+    "9:",
     "push %rbp",
     ".cfi_adjust_cfa_offset 8",
     ".cfi_rel_offset %rbp, 0",
@@ -115,13 +120,16 @@ global_asm!(
     slow = sym crate::capi::tls_get_addr_slow,
     slots = const offset_of!(FastState, slots),
     cache = const offset_of!(FastState, cache),
-    mask32 = const offset_of!(FastState, slot_mask32),
-    shift5 = const offset_of!(FastState, shift5),
-    probes = const offset_of!(FastState, nr_probes),
-    dtv_mask = const offset_of!(FastState, dtv_mask),
     mul = const KSTLS_CACHE_HASH_MUL,
+    shift5 = const 64 - 5 - KSTLS_CACHE_SLOTS_LOG2,
+    mask32 = const ((1u64 << KSTLS_CACHE_SLOTS_LOG2) - 1) << 5,
+    probes = const KSTLS_CACHE_PROBES,
     options(att_syntax)
 );
+
+// `movzbl %al` above is `slot & (dtv_entries - 1)`.
+#[cfg(feature = "capi")]
+const _: () = assert!(KSTLS_CACHE_DTV_ENTRIES == 256);
 
 // The static archive is for linking into one module privately: its public symbols are hidden
 // there, so a shared object that links it never exports (or interposes) `__tls_get_addr`.

@@ -69,13 +69,6 @@ pub(crate) struct FastState {
     pub(crate) dtv_limit: AtomicU64,
     /// Length of the cache mapping.
     pub(crate) cache_len: AtomicU64,
-    /// For the assembly lookup: `shift - 5`, so that `(tp * MUL) >> shift5 & !31` is the home
-    /// slot's byte offset, ...
-    pub(crate) shift5: AtomicU64,
-    /// ... `slot_mask << 5`, to wrap byte offsets while probing, ...
-    pub(crate) slot_mask32: AtomicU64,
-    /// ... and `dtv_entries - 1` (a power of two).
-    pub(crate) dtv_mask: AtomicU64,
 }
 
 /// What `FAST` points to while there is no `FastState` page: no cache. It saves the assembly
@@ -89,9 +82,6 @@ static NO_STATE: FastState = FastState {
     dtv_entries: AtomicU64::new(0),
     dtv_limit: AtomicU64::new(0),
     cache_len: AtomicU64::new(0),
-    shift5: AtomicU64::new(0),
-    slot_mask32: AtomicU64::new(0),
-    dtv_mask: AtomicU64::new(0),
 };
 
 fn no_state() -> *mut FastState {
@@ -243,12 +233,14 @@ fn map_cache(fd: i32, info: &kstls_info) {
     let entry = core::mem::size_of::<kstls_cache_dtv_entry>() as u64;
     let n = h.nr_slots as u64;
     let dtv_bytes = (h.dtv_entries as u64).saturating_mul(entry);
+    // The assembly lookup has the version's geometry built in: a header that disagrees gets no
+    // fast path.
     let ok = h.magic == KSTLS_CACHE_MAGIC
         && h.version == KSTLS_CACHE_VERSION
-        && (1..=31).contains(&h.nr_slots_log2)
+        && h.nr_slots_log2 == KSTLS_CACHE_SLOTS_LOG2
         && n == 1 << h.nr_slots_log2
-        && h.nr_probes >= 1
-        && h.dtv_entries.is_power_of_two()
+        && h.nr_probes == KSTLS_CACHE_PROBES
+        && h.dtv_entries == KSTLS_CACHE_DTV_ENTRIES
         && h.slots_offset % 8 == 0
         && h.slots_offset
             .checked_add(n * slot)
@@ -267,9 +259,6 @@ fn map_cache(fd: i32, info: &kstls_info) {
     f.nr_probes.store(h.nr_probes as u64, Relaxed);
     f.dtv_entries.store(h.dtv_entries as u64, Relaxed);
     f.dtv_limit.store(len as u64 - dtv_bytes, Relaxed);
-    f.shift5.store(64 - 5 - h.nr_slots_log2 as u64, Relaxed);
-    f.slot_mask32.store((n - 1) << 5, Relaxed);
-    f.dtv_mask.store(h.dtv_entries as u64 - 1, Relaxed);
     f.slots.store(base + h.slots_offset, Release);
 }
 
