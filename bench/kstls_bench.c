@@ -83,7 +83,7 @@ static int errors;
 static char dir[PATH_MAX];
 static kb_op_fn gd_ops[MAX_MODS];
 static kb_op_fn tlsdesc_op, cached_op, ref_op, gd_kstls_op;
-static kb_kstls_misses_fn cached_misses, ref_misses;
+static kb_kstls_misses_fn cached_misses, ref_misses, gd_misses;
 static struct kstls_tls_index ti_cached[MAX_MODS], ti_strict[MAX_MODS], ti_ref[MAX_MODS];
 static struct kstls_tls_index ti_badmod, ti_badoff;
 static int cached_fd;
@@ -183,7 +183,7 @@ static void setup(void)
 	int (*lib_register)(unsigned long long *id);
 	int (*self_error)(void);
 	const struct kstls_cache_header *h;
-	void *cache, *kh;
+	void *cache, *kh, *gh;
 	char name[64];
 
 	for (int m = 0; m < cfg.nmods; m++) {
@@ -257,13 +257,15 @@ static void setup(void)
 		       "(libkb_kstls_ref.so), GET_ADDR on a miss; libkstls was not built\n");
 		return;
 	}
-	self_error = (int (*)(void))dlsym(kh, "kb_kstls_self_error");
-	if (!self_error || self_error()) {
-		error("libkb_kstls.so: kstls_register_self() in its constructor failed: %d",
+	/* kstls_gd: a module that registered itself, in a copy of libkstls of its own. */
+	gh = open_dso("libkb_kstls_gd.so", "kb_gd", &gd_kstls_op);
+	self_error = (int (*)(void))dlsym(gh, "kb_kstls_self_error");
+	gd_misses = (kb_kstls_misses_fn)dlsym(gh, "kb_kstls_misses");
+	if (!self_error || self_error() || !gd_misses) {
+		error("libkb_kstls_gd.so: kstls_register_self() in its constructor failed: %d",
 		      self_error ? self_error() : 0);
 		exit(1);
 	}
-	gd_kstls_op = (kb_op_fn)dlsym(kh, "kb_gd");
 	for (int m = 0; m < cfg.nmods; m++) {
 		int ret = lib_register(&ti_cached[m].module);
 
@@ -293,7 +295,8 @@ static void path_loop(struct path *p, const char *name, int threads, int modules
 		p->ops[m] = op ? op : gd_ops[m];
 		p->args[m] = ti ? &ti[m] : NULL;
 	}
-	p->misses = op == cached_op || (op && op == gd_kstls_op) ? cached_misses
+	p->misses = op == cached_op ? cached_misses
+		    : op && op == gd_kstls_op ? gd_misses
 		    : op == ref_op ? ref_misses : NULL;
 }
 
