@@ -44,8 +44,14 @@ pub(crate) const NR_PROBES: usize = KSTLS_CACHE_PROBES as usize;
 /// Module slots cached per thread: one page of entries.
 pub(crate) const DTV_ENTRIES: usize = KSTLS_CACHE_DTV_ENTRIES as usize;
 const _: () = assert!(DTV_ENTRIES * size_of::<kstls_cache_dtv_entry>() == PAGE_SIZE);
-// uapi/kstls.h promises a power of two: readers index with `slot & (DTV_ENTRIES - 1)`.
+// uapi/kstls.h promises a power of two: a module's entry is at `slot & (DTV_ENTRIES - 1)`.
 const _: () = assert!(DTV_ENTRIES.is_power_of_two());
+
+/// The byte offset, in a thread's page of entries, of the entry of registry slot `mslot`:
+/// modules whose slots are congruent modulo `DTV_ENTRIES` share it (the last one filled wins).
+fn entry_offset(mslot: u32) -> usize {
+    (mslot as usize & (DTV_ENTRIES - 1)) * size_of::<kstls_cache_dtv_entry>()
+}
 
 const WORD: usize = size_of::<u64>();
 const SLOT_WORDS: usize = size_of::<kstls_cache_slot>() / WORD;
@@ -191,8 +197,7 @@ impl Cache {
     /// `mslot`) has its block at `block`. Returns whether the entry was published: not when the
     /// thread cannot be cached (strict mode, a shared thread pointer, a full cache).
     pub(crate) fn fill(&self, task: usize, tp: u64, id: u64, mslot: u32, block: usize) -> bool {
-        let mslot = mslot as usize;
-        if mslot >= DTV_ENTRIES || tp == 0 {
+        if tp == 0 {
             return false;
         }
         let mut st = self.state.lock();
@@ -233,8 +238,9 @@ impl Cache {
                 i
             }
         };
-        let entry = self.slot_word(slot, 2).load(Ordering::Relaxed) as usize
-            + mslot * size_of::<kstls_cache_dtv_entry>();
+        // Inside the seqcount write: the entry may hold another module of the same index, which
+        // a reader must never see half replaced.
+        let entry = self.slot_word(slot, 2).load(Ordering::Relaxed) as usize + entry_offset(mslot);
         self.begin(slot);
         self.word(entry).store(id, Ordering::Relaxed);
         self.word(entry + WORD)
@@ -259,17 +265,13 @@ impl Cache {
 
     /// Forgets every thread's entry for module `id` (it is being unregistered).
     pub(crate) fn forget_module(&self, id: u64, mslot: u32) {
-        let mslot = mslot as usize;
-        if mslot >= DTV_ENTRIES {
-            return;
-        }
         let st = self.state.lock();
         for i in 0..NR_SLOTS {
             if st.owners[i] == 0 || st.owners[i] == POISONED {
                 continue;
             }
-            let entry = self.slot_word(i, 2).load(Ordering::Relaxed) as usize
-                + mslot * size_of::<kstls_cache_dtv_entry>();
+            let entry = self.slot_word(i, 2).load(Ordering::Relaxed) as usize + entry_offset(mslot);
+            // The entry may hold another module of the same index now: leave that one.
             if self.word(entry).load(Ordering::Relaxed) == id {
                 self.begin(i);
                 self.word(entry).store(0, Ordering::Relaxed);
@@ -396,6 +398,24 @@ mod tests {
             c.word(24).load(Ordering::Relaxed),
             u64::from(KSTLS_MODE_STRICT)
         );
+        Ok(())
+    }
+
+    #[test]
+    fn modules_of_one_index_share_an_entry() -> Result {
+        let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
+        let tp = 0x7f00_0000_2000u64;
+        let (a, b) = ((1u64 << 32) | 3, (1u64 << 32) | (3 + DTV_ENTRIES as u64));
+        assert!(c.fill(0xaaaa, tp, a, 3, 0x5000));
+        assert!(c.fill(0xaaaa, tp, b, 3 + DTV_ENTRIES as u32, 0x6000));
+        let dtv = c.slot_word(hash(tp), 2).load(Ordering::Relaxed) as usize;
+        // The last one filled holds the entry; forgetting the other leaves it.
+        assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), b);
+        assert_eq!(c.word(dtv + 3 * 16 + 8).load(Ordering::Relaxed), 0x6000);
+        c.forget_module(a, 3);
+        assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), b);
+        c.forget_module(b, 3 + DTV_ENTRIES as u32);
+        assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), 0);
         Ok(())
     }
 

@@ -90,6 +90,39 @@ TEST_F(cache, header_describes_the_layout)
 	ASSERT_LT(h->slots_offset + h->nr_slots * sizeof(struct kstls_cache_slot), self->size);
 }
 
+/*
+ * A thread's entries cover every registry slot modulo dtv_entries: a module in slot >=
+ * dtv_entries is cached too, in the entry it shares with its index-mate, which holds the module
+ * filled last; the id compare keeps the other one a miss, never a wrong answer.
+ */
+TEST_F(cache, modules_beyond_dtv_entries_share_an_entry)
+{
+	const struct kstls_cache_header *h = self->map;
+	unsigned long tp = thread_pointer();
+	__u64 n = h->dtv_entries + 1, *ids = calloc(n, sizeof(*ids)), hi = 0, lo = 0;
+	void *p_hi, *p_lo;
+
+	ASSERT_NE(NULL, ids);
+	for (__u64 i = 0; i < n; i++) {
+		ASSERT_EQ(0, kstls_reg(self->fd, image, 8, 8, 8, 0, &ids[i]));
+		if ((__u32)ids[i] == h->dtv_entries + 1)
+			hi = ids[i];
+		if ((__u32)ids[i] == 1)
+			lo = ids[i];
+	}
+	ASSERT_NE(0, hi) TH_LOG("no module got slot %u", h->dtv_entries + 1);
+	ASSERT_NE(0, lo);
+	ASSERT_EQ(0, kstls_get(self->fd, hi, 0, &p_hi));
+	ASSERT_EQ((unsigned long)p_hi + 4, cache_lookup(self->map, tp, hi, 4));
+	ASSERT_EQ(0, kstls_get(self->fd, lo, 0, &p_lo));
+	ASSERT_EQ((unsigned long)p_lo, cache_lookup(self->map, tp, lo, 0));
+	ASSERT_EQ(0, cache_lookup(self->map, tp, hi, 0));
+	/* Unregistering the one that lost the entry leaves the other's. */
+	ASSERT_EQ(0, kstls_unreg(self->fd, hi));
+	ASSERT_EQ((unsigned long)p_lo, cache_lookup(self->map, tp, lo, 0));
+	free(ids);
+}
+
 TEST_F(cache, mapping_is_read_only)
 {
 	void *w = mmap(NULL, self->size, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, 0);

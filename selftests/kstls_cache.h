@@ -15,10 +15,9 @@ static inline unsigned long cache_lookup(const void *cache, unsigned long tp, __
 	const struct kstls_cache_header *h = cache;
 	const struct kstls_cache_slot *slots = (const void *)((const char *)cache + h->slots_offset);
 	__u64 home = (tp * KSTLS_CACHE_HASH_MUL) >> (64 - h->nr_slots_log2);
-	__u32 mslot = (__u32)id;
+	/* The id's registry slot modulo dtv_entries: the entry may hold another module's id. */
+	__u32 mslot = (__u32)id & (h->dtv_entries - 1);
 
-	if (mslot >= h->dtv_entries)
-		return 0;
 	for (__u32 i = 0; i < h->nr_probes; i++) {
 		const struct kstls_cache_slot *s = &slots[(home + i) & (h->nr_slots - 1)];
 		__u64 seq = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);

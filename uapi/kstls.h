@@ -178,10 +178,10 @@ struct kstls_mode {
  *
  * Reading a slot is a seqcount read: load seq (odd: being written, go slow), check tp, load
  * dtv_offset and the entry, load seq again and go slow if it changed. An entry answers
- * (module id, offset) when its module equals the full id: the address is block + offset. Module
- * ids whose slot (low 32 bits) is >= dtv_entries are never cached (dtv_entries is a power of
- * two, so a reader may index with slot & (dtv_entries - 1) and let the id compare reject). The
- * kernel only ever stores a dtv_offset whose entries lie inside the mapping (0 in a free slot),
+ * (module id, offset) when its module equals the full id: the address is block + offset. A
+ * module's entry is the one at index slot & (dtv_entries - 1), slot being the id's low 32 bits
+ * (dtv_entries is a power of two): modules whose slots share an index share the entry, which
+ * holds the one filled last, and the id compare tells them apart. The kernel only ever stores a dtv_offset whose entries lie inside the mapping (0 in a free slot),
  * so a reader need not bound it before the seq check. Any miss: GET_ADDR, which
  * fills the cache. The mapping is never copied by fork (the child must ADOPT and map its own).
  */

@@ -69,8 +69,8 @@ global_asm!(
     "2:",
     "test $1, %r11b",
     "jnz 8f",                           // odd: being written
-    "movzbl %al, %ecx",                 // the id's registry slot modulo dtv_entries: an id
-    "shl $4, %rcx",                     // never cached there, and a host module's id (high
+    "movzbl %al, %ecx",                 // the id's registry slot modulo dtv_entries: another
+    "shl $4, %rcx",                     // module of that index, and a host module's id (high
     "add 16(%r8,%r10), %rcx",           // half 0, never a kstls id), fail the compare below
     "add {cache}(%rdx), %rcx",          // + dtv_offset (the kernel only ever stores offsets
     "mov 8(%rcx), %r9",                 // inside the mapping, or 0 for a free slot)

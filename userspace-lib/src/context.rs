@@ -346,10 +346,9 @@ pub(crate) fn fast_lookup(module: u64, offset: u64) -> Option<u64> {
     if slots == 0 {
         return None;
     }
-    let idx = module & 0xffff_ffff;
-    if idx >= f.dtv_entries.load(Relaxed) {
-        return None;
-    }
+    // The id's registry slot, modulo dtv_entries (a power of two): the entry may hold another
+    // module of the same index, which the id compare below rejects.
+    let idx = module & 0xffff_ffff & (f.dtv_entries.load(Relaxed) - 1);
     // SAFETY: `slots != 0`: the cache was published, which required %fs:0 to be the FS base.
     let tp = unsafe { arch::thread_pointer() };
     let mut h = tp.wrapping_mul(KSTLS_CACHE_HASH_MUL as u64) >> f.shift.load(Relaxed);
