@@ -10,8 +10,10 @@
 //! dynamic linker. The ABI is `uapi/kstls.h`.
 //!
 //! Files: `uapi.rs` (the generated ABI), `context.rs` (one per open file), `registry.rs` (modules
-//! and ids), `thread.rs` (one table per thread), `block.rs` (block pools in user memory),
-//! `usermem.rs` (the raw `vm_mmap` bindings, wrapped once).
+//! and ids), `thread.rs` (one table per thread), `block.rs` (block pools in user memory, and the
+//! rows that pack small blocks a page per thread), `cache.rs` (the fast-path pages),
+//! `exit_hook.rs` (forgetting exiting threads), `usermem.rs` (the raw `vm_mmap` bindings, wrapped
+//! once).
 //!
 //! A complete user-space program that uses every ioctl, including one that must fail:
 //!
