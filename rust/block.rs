@@ -256,7 +256,8 @@ impl PackedRows {
         // Below a granule, any granule start (plus the offset) is congruent; above, step by
         // the alignment.
         let step = l.align.max(GRANULE);
-        let mut c = l.align_offset % l.align;
+        // `Layout` keeps `align_offset < align`: the lowest congruent offset is itself.
+        let mut c = l.align_offset;
         while c + l.memsz <= ROW {
             if !Self::granules(c, l.memsz).any(|g| self.is_used(g)) {
                 self.mark(c, l.memsz, true);
