@@ -192,7 +192,7 @@ struct kstls_mode {
  * The geometry of version 1, which the header repeats: a reader may build these in (libkstls's
  * assembly does) after checking that the header agrees.
  */
-#define KSTLS_CACHE_SLOTS_LOG2	12
+#define KSTLS_CACHE_SLOTS_LOG2	14
 #define KSTLS_CACHE_PROBES	8
 #define KSTLS_CACHE_DTV_ENTRIES	256
 

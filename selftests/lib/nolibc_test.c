@@ -179,8 +179,9 @@ static int stats(uint64_t module, struct kstls_stats *st)
  * are picked from a pool by the hash of uapi/kstls.h.
  */
 #define NCOLLIDE 4
-static char tcb_pool[1 << 20] __attribute__((aligned(64)));
-static unsigned short pool_count[1 << 12];
+/* Four candidate TCBs per slot on average: some slot has NCOLLIDE. */
+static char tcb_pool[64 << KSTLS_CACHE_SLOTS_LOG2 << 2] __attribute__((aligned(64)));
+static unsigned short pool_count[1 << KSTLS_CACHE_SLOTS_LOG2];
 static struct tcb *colliding[NCOLLIDE];
 static char *collide_addr[NCOLLIDE];
 static volatile int collide_ready, collide_go;
@@ -188,7 +189,8 @@ static int collide_bad;
 
 static unsigned int home_slot(const void *tp)
 {
-	return (unsigned int)(((uint64_t)(uintptr_t)tp * KSTLS_CACHE_HASH_MUL) >> (64 - 12));
+	return (unsigned int)(((uint64_t)(uintptr_t)tp * KSTLS_CACHE_HASH_MUL) >>
+			      (64 - KSTLS_CACHE_SLOTS_LOG2));
 }
 
 /* NCOLLIDE TCB addresses in tcb_pool with the same home slot; 0 or -1. */
@@ -198,7 +200,7 @@ static int pick_colliding_tcbs(void)
 
 	for (size_t off = 0; off < sizeof(tcb_pool); off += 64)
 		pool_count[home_slot(tcb_pool + off)]++;
-	for (unsigned int h = 0; h < (1 << 12); h++)
+	for (unsigned int h = 0; h < (1 << KSTLS_CACHE_SLOTS_LOG2); h++)
 		if (pool_count[h] > pool_count[best])
 			best = h;
 	if (pool_count[best] < NCOLLIDE)
