@@ -102,12 +102,12 @@ else
 	echo "FAIL rust-check: $(tail -n 5 "$out/rust-check.txt")"
 fi
 # Host-side: the module compiles from scratch without a warning (rustc, bindgen, objtool: an
-# objtool "falls through" is a panic path objtool does not know). A copy of the tracked files is
-# built, so the checkout's own incremental build does not hide what compiled earlier.
+# objtool "falls through" is a panic path objtool does not know). A copy of the sources is built,
+# so the checkout's own incremental build does not hide what compiled earlier.
 module_warnings() {
 	local tree rc=0
 	tree=$(mktemp -d /tmp/kstls-warn.XXXXXX)
-	(cd "$KSTLS_ROOT" && git ls-files -z | xargs -0 cp --parents -t "$tree") &&
+	copy_module_sources "$tree" &&
 		make -C "$tree" modules KDIR="$KDIR" >"$tree/build.log" 2>&1 || rc=$?
 	if ((rc != 0)); then
 		tail -n 5 "$tree/build.log"

@@ -154,14 +154,7 @@ dkms_build() {
 	version=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"$/\1/p' "$KSTLS_ROOT/dkms.conf")
 	[[ -n $version ]] || { echo "dkms.conf has no PACKAGE_VERSION"; return 1; }
 	mkdir -p "$tree/src/kstls-$version" "$tree/var" "$tree/installed"
-	# The tracked files, as a source package would hold them; without git, what the module's
-	# build reads.
-	if git -C "$KSTLS_ROOT" rev-parse --git-dir >/dev/null 2>&1; then
-		(cd "$KSTLS_ROOT" && git ls-files -z | xargs -0 cp --parents -t "$tree/src/kstls-$version")
-	else
-		(cd "$KSTLS_ROOT" && cp -r --parents -t "$tree/src/kstls-$version" Kbuild Makefile \
-			dkms.conf uapi/kstls.h scripts rust/*.rs)
-	fi
+	copy_module_sources "$tree/src/kstls-$version"
 	dkms build "kstls/$version" -k "$release" --kernelsourcedir "$KDIR" \
 		--sourcetree "$tree/src" --dkmstree "$tree/var" --installtree "$tree/installed"
 	local ko=$tree/var/kstls/$version/$release/x86_64/module/kstls.ko

@@ -36,5 +36,16 @@ kbuild_dir() {
 	echo "$KSTLS_CACHE/kernel/$(basename "$src")-$key"
 }
 
+# copy_module_sources DIR: the module's sources into DIR, as a source package holds them: the
+# tracked files, or without git what the module's build reads.
+copy_module_sources() {
+	if git -C "$KSTLS_ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+		(cd "$KSTLS_ROOT" && git ls-files -z | xargs -0 cp --parents -t "$1")
+	else
+		(cd "$KSTLS_ROOT" && cp -r --parents -t "$1" Kbuild Makefile dkms.conf uapi/kstls.h \
+			scripts rust/*.rs)
+	fi
+}
+
 say() { echo "kstls: $*" >&2; }
 die() { echo "kstls: error: $*" >&2; exit 1; }
