@@ -48,8 +48,8 @@ use crate::sys::Guard;
 use crate::sys::PAGE;
 use crate::uapi::*;
 
-/// The wipe-on-fork page: what the assembly fast path reads (a copy of the cache header,
-/// checked once when the cache is mapped) and whether this process owns the fd.
+/// The wipe-on-fork page: where the mapped cache is, for the fast paths (the cache's geometry
+/// is the uapi's `KSTLS_CACHE_*`, which `map_cache` checks the header against).
 ///
 /// `slots` is written last when the cache is published and first when it is withdrawn, and is
 /// what the lookup tests first: non-zero means every other field is valid.
@@ -59,12 +59,6 @@ pub(crate) struct FastState {
     pub(crate) slots: AtomicU64,
     /// Address of the mapped cache.
     pub(crate) cache: AtomicU64,
-    /// `nr_slots - 1`.
-    pub(crate) slot_mask: AtomicU64,
-    /// `64 - nr_slots_log2`: the hash is the top `nr_slots_log2` bits of `tp * MUL`.
-    pub(crate) shift: AtomicU64,
-    pub(crate) nr_probes: AtomicU64,
-    pub(crate) dtv_entries: AtomicU64,
     /// The largest `dtv_offset` whose entries lie inside the mapping.
     pub(crate) dtv_limit: AtomicU64,
     /// Length of the cache mapping.
@@ -76,10 +70,6 @@ pub(crate) struct FastState {
 static NO_STATE: FastState = FastState {
     slots: AtomicU64::new(0),
     cache: AtomicU64::new(0),
-    slot_mask: AtomicU64::new(0),
-    shift: AtomicU64::new(0),
-    nr_probes: AtomicU64::new(0),
-    dtv_entries: AtomicU64::new(0),
     dtv_limit: AtomicU64::new(0),
     cache_len: AtomicU64::new(0),
 };
@@ -233,8 +223,8 @@ fn map_cache(fd: i32, info: &kstls_info) {
     let entry = core::mem::size_of::<kstls_cache_dtv_entry>() as u64;
     let n = h.nr_slots as u64;
     let dtv_bytes = (h.dtv_entries as u64).saturating_mul(entry);
-    // The assembly lookup has the version's geometry built in: a header that disagrees gets no
-    // fast path.
+    // Both lookups have the version's geometry built in: a header that disagrees gets no fast
+    // path.
     let ok = h.magic == KSTLS_CACHE_MAGIC
         && h.version == KSTLS_CACHE_VERSION
         && h.nr_slots_log2 == KSTLS_CACHE_SLOTS_LOG2
@@ -254,10 +244,6 @@ fn map_cache(fd: i32, info: &kstls_info) {
     let base = p as u64;
     f.cache.store(base, Relaxed);
     f.cache_len.store(len as u64, Relaxed);
-    f.slot_mask.store(n - 1, Relaxed);
-    f.shift.store(64 - h.nr_slots_log2 as u64, Relaxed);
-    f.nr_probes.store(h.nr_probes as u64, Relaxed);
-    f.dtv_entries.store(h.dtv_entries as u64, Relaxed);
     f.dtv_limit.store(len as u64 - dtv_bytes, Relaxed);
     f.slots.store(base + h.slots_offset, Release);
 }
@@ -348,12 +334,13 @@ pub(crate) fn fast_lookup(module: u64, offset: u64) -> Option<u64> {
     }
     // The id's registry slot, modulo dtv_entries (a power of two): the entry may hold another
     // module of the same index, which the id compare below rejects.
-    let idx = module & 0xffff_ffff & (f.dtv_entries.load(Relaxed) - 1);
+    let idx = module & 0xffff_ffff & (KSTLS_CACHE_DTV_ENTRIES as u64 - 1);
     // SAFETY: `slots != 0`: the cache was published, which required %fs:0 to be the FS base.
     let tp = unsafe { arch::thread_pointer() };
-    let mut h = tp.wrapping_mul(KSTLS_CACHE_HASH_MUL as u64) >> f.shift.load(Relaxed);
-    for _ in 0..f.nr_probes.load(Relaxed) {
-        h &= f.slot_mask.load(Relaxed);
+    let slot_mask = (1u64 << KSTLS_CACHE_SLOTS_LOG2) - 1;
+    let mut h = tp.wrapping_mul(KSTLS_CACHE_HASH_MUL as u64) >> (64 - KSTLS_CACHE_SLOTS_LOG2);
+    for _ in 0..KSTLS_CACHE_PROBES {
+        h &= slot_mask;
         // SAFETY: `h <= slot_mask`, and `map_cache` checked the slot array lies in the mapping.
         let slot = unsafe { &*((slots + h * 32) as *const [AtomicU64; 4]) };
         let seq = slot[0].load(Acquire);
