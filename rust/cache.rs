@@ -6,9 +6,14 @@
 //! libkstls answers `__tls_get_addr` from these pages without a syscall, and the kernel stays in
 //! charge by what it writes here. The layout is `struct kstls_cache_header`, then a hash table of
 //! thread slots keyed by thread pointer, then one page of `(module id, block)` entries per cached
-//! thread (plus one page that stays empty, for slots that must never match). Every change to a
-//! slot or its entries is a seqcount write (odd while writing), so a reader either sees a
-//! consistent slot or retries through the ioctl.
+//! thread (plus one page that stays empty, for slots that must never match).
+//!
+//! Readers take no lock and check no sequence count: they read a slot's `dtv_offset`, the entry,
+//! and the slot's `tp` last (`uapi/kstls.h`). What makes that safe is the order of the writes
+//! here: only a `fill` for the running thread gives a slot its `tp` or an entry its module, and
+//! every other change takes away, module before block and `tp` before the entries, with release
+//! ordering between them. The kernel's own record of a slot (owner, thread pointer) is in
+//! `State`, never read back from the mapped words.
 //!
 //! All writes happen under the cache's spinlock, never with an allocation or a user copy inside:
 //! from `GET_ADDR` (fill), `UNREGISTER` (forget a module), `SET_MODE` (strict: empty everything)
@@ -55,8 +60,14 @@ fn entry_offset(mslot: u32) -> usize {
 
 const WORD: usize = size_of::<u64>();
 const SLOT_WORDS: usize = size_of::<kstls_cache_slot>() / WORD;
-const SLOTS_OFFSET: usize = PAGE_SIZE;
+/// Words of a slot: the thread pointer, then the entries' offset.
+const SLOT_TP: usize = 0;
+const SLOT_DTV: usize = 1;
+const SLOTS_OFFSET: usize = KSTLS_CACHE_SLOTS_OFFSET as usize;
+const _: () = assert!(SLOTS_OFFSET == PAGE_SIZE);
 const DTV_BASE: usize = SLOTS_OFFSET + NR_SLOTS * size_of::<kstls_cache_slot>();
+/// The mapped `tp` of a slot that several live tasks share.
+const TP_SHARED: u64 = KSTLS_CACHE_TP_SHARED as u64;
 /// Owner of a slot whose thread pointer several live tasks share: nobody can be cached there.
 const POISONED: usize = usize::MAX;
 
@@ -77,6 +88,9 @@ pub(crate) fn size_for(threads: usize) -> Option<usize> {
 struct State {
     /// Per slot: the task whose blocks it caches (its address, compared only), 0 when free.
     owners: KVVec<usize>,
+    /// Per slot: the thread pointer it is for (the mapped `tp` of a shared slot is
+    /// `TP_SHARED` instead), 0 when free.
+    keys: KVVec<u64>,
     /// Entry pages not in use; capacity for all of them is reserved, so pushing never allocates.
     free_dtvs: KVVec<usize>,
     strict: bool,
@@ -110,6 +124,8 @@ impl Cache {
         }
         let mut owners = KVVec::with_capacity(NR_SLOTS, GFP_KERNEL)?;
         owners.extend_with(NR_SLOTS, 0, GFP_KERNEL)?;
+        let mut keys = KVVec::with_capacity(NR_SLOTS, GFP_KERNEL)?;
+        keys.extend_with(NR_SLOTS, 0, GFP_KERNEL)?;
         let mut free_dtvs = KVVec::with_capacity(threads, GFP_KERNEL)?;
         for d in (0..threads).rev() {
             free_dtvs.push_within_capacity(d).map_err(|_| ENOMEM)?;
@@ -135,7 +151,12 @@ impl Cache {
             mem,
             mm,
             threads,
-            state <- new_spinlock!(State { owners, free_dtvs, strict }),
+            state <- new_spinlock!(State {
+                owners,
+                keys,
+                free_dtvs,
+                strict
+            }),
         }))
     }
 
@@ -156,48 +177,51 @@ impl Cache {
         DTV_BASE + d * PAGE_SIZE
     }
 
-    /// Opens a seqcount write of `slot`: readers that overlap it will retry.
-    fn begin(&self, slot: usize) {
-        let seq = self.slot_word(slot, 0);
-        seq.store(seq.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    /// Publishes `slot` for the thread pointer `tp` (the running thread's) with the entries at
+    /// byte `dtv`: the offset first, so a reader that sees `tp` sees the offset too.
+    fn publish_slot(&self, slot: usize, tp: u64, dtv: usize) {
+        self.slot_word(slot, SLOT_DTV)
+            .store(dtv as u64, Ordering::Relaxed);
+        self.slot_word(slot, SLOT_TP).store(tp, Ordering::Release);
+    }
+
+    /// Takes `slot` away from its thread: its mapped `tp` becomes `tp` (0: free, or
+    /// `TP_SHARED`) before anything else changes, then its entries point to `dtv`,
+    /// and its old entry page is emptied and given back. A reader that still sees the old `tp`
+    /// afterwards read nothing of what follows.
+    fn retire_slot(&self, st: &mut State, slot: usize, tp: u64, dtv: usize) {
+        let old = self.slot_word(slot, SLOT_DTV).load(Ordering::Relaxed) as usize;
+        self.slot_word(slot, SLOT_TP).store(tp, Ordering::Relaxed);
         fence(Ordering::Release);
-    }
-
-    fn end(&self, slot: usize) {
-        let seq = self.slot_word(slot, 0);
-        seq.store(seq.load(Ordering::Relaxed) + 1, Ordering::Release);
-    }
-
-    /// Points `slot` at thread pointer `tp` and the entries at byte `dtv`.
-    fn set_slot(&self, slot: usize, tp: u64, dtv: usize) {
-        self.begin(slot);
-        self.slot_word(slot, 1).store(tp, Ordering::Relaxed);
-        self.slot_word(slot, 2).store(dtv as u64, Ordering::Relaxed);
-        self.end(slot);
-    }
-
-    /// Empties `slot` and gives its entry page back.
-    fn clear_slot(&self, st: &mut State, slot: usize) {
-        let dtv = self.slot_word(slot, 2).load(Ordering::Relaxed) as usize;
-        self.set_slot(slot, 0, 0);
+        self.slot_word(slot, SLOT_DTV)
+            .store(dtv as u64, Ordering::Relaxed);
         let empty = Self::dtv_offset(self.threads);
-        if st.owners[slot] != POISONED && dtv >= DTV_BASE && dtv < empty {
+        if st.owners[slot] != POISONED && old >= DTV_BASE && old < empty {
             for w in 0..PAGE_SIZE / WORD {
-                self.word(dtv + w * WORD).store(0, Ordering::Relaxed);
+                self.word(old + w * WORD).store(0, Ordering::Relaxed);
             }
             // Cannot fail: capacity for every page was reserved in `new`.
             let _ = st
                 .free_dtvs
-                .push_within_capacity((dtv - DTV_BASE) / PAGE_SIZE);
+                .push_within_capacity((old - DTV_BASE) / PAGE_SIZE);
         }
+    }
+
+    /// Empties `slot` and gives its entry page back.
+    fn clear_slot(&self, st: &mut State, slot: usize) {
+        self.retire_slot(st, slot, 0, 0);
         st.owners[slot] = 0;
+        st.keys[slot] = 0;
     }
 
     /// Records, for the thread `task` with thread pointer `tp`, that module `id` (registry slot
     /// `mslot`) has its block at `block`. Returns whether the entry was published: not when the
     /// thread cannot be cached (strict mode, a shared thread pointer, a full cache).
+    ///
+    /// `task` must be the running thread and `tp` its thread pointer, since it publishes `tp`
+    /// (see the module doc).
     pub(crate) fn fill(&self, task: usize, tp: u64, id: u64, mslot: u32, block: usize) -> bool {
-        if tp == 0 {
+        if tp == 0 || tp == TP_SHARED {
             return false;
         }
         let mut st = self.state.lock();
@@ -212,17 +236,22 @@ impl Cache {
             let owner = st.owners[i];
             if owner == 0 {
                 free = free.or(Some(i));
-            } else if self.slot_word(i, 1).load(Ordering::Relaxed) == tp {
+            } else if st.keys[i] == tp {
                 if owner == task {
                     mine = Some(i);
                     break;
                 }
                 if owner != POISONED {
                     // Two live tasks share this thread pointer: user space cannot tell them
-                    // apart, so neither may be answered from the cache.
-                    self.clear_slot(&mut st, i);
+                    // apart, so neither may be answered from the cache, for as long as the
+                    // context lives (the slot never shows `tp` again).
+                    self.retire_slot(
+                        &mut st,
+                        i,
+                        TP_SHARED,
+                        Self::dtv_offset(self.threads),
+                    );
                     st.owners[i] = POISONED;
-                    self.set_slot(i, tp, Self::dtv_offset(self.threads));
                 }
                 return false;
             }
@@ -230,22 +259,31 @@ impl Cache {
         let slot = match mine {
             Some(i) => i,
             None => {
+                // A thread that changed its thread pointer since it was cached keeps one slot,
+                // the new one: the exit probe must find every slot of a task.
+                if let Some(old) = st.owners.iter().position(|&o| o == task) {
+                    self.clear_slot(&mut st, old);
+                    if free.is_none() && (0..NR_PROBES).any(|k| (home + k) & (NR_SLOTS - 1) == old)
+                    {
+                        free = Some(old);
+                    }
+                }
                 let (Some(i), Some(d)) = (free, st.free_dtvs.pop()) else {
                     return false;
                 };
                 st.owners[i] = task;
-                self.set_slot(i, tp, Self::dtv_offset(d));
+                st.keys[i] = tp;
+                self.publish_slot(i, tp, Self::dtv_offset(d));
                 i
             }
         };
-        // Inside the seqcount write: the entry may hold another module of the same index, which
-        // a reader must never see half replaced.
-        let entry = self.slot_word(slot, 2).load(Ordering::Relaxed) as usize + entry_offset(mslot);
-        self.begin(slot);
-        self.word(entry).store(id, Ordering::Relaxed);
+        // Only this (running) thread reads its entries with a matching `tp`, and it is here, not
+        // reading: the order of these two stores matters to nobody.
+        let entry =
+            self.slot_word(slot, SLOT_DTV).load(Ordering::Relaxed) as usize + entry_offset(mslot);
         self.word(entry + WORD)
             .store(block as u64, Ordering::Relaxed);
-        self.end(slot);
+        self.word(entry).store(id, Ordering::Release);
         true
     }
 
@@ -256,27 +294,29 @@ impl Cache {
         let hit = (0..NR_PROBES)
             .map(|k| (home + k) & (NR_SLOTS - 1))
             .find(|&i| st.owners[i] == task);
-        // The thread may have changed its thread pointer since it was cached: look everywhere.
+        // The thread may have changed its thread pointer since it was cached: look everywhere
+        // (`fill` keeps one slot per task).
         let hit = hit.or_else(|| st.owners.iter().position(|&o| o == task));
         if let Some(i) = hit {
             self.clear_slot(&mut st, i);
         }
     }
 
-    /// Forgets every thread's entry for module `id` (it is being unregistered).
+    /// Forgets every thread's entry for module `id` (it is being unregistered; its blocks are
+    /// freed after this returns).
     pub(crate) fn forget_module(&self, id: u64, mslot: u32) {
         let st = self.state.lock();
         for i in 0..NR_SLOTS {
             if st.owners[i] == 0 || st.owners[i] == POISONED {
                 continue;
             }
-            let entry = self.slot_word(i, 2).load(Ordering::Relaxed) as usize + entry_offset(mslot);
+            let entry = self.slot_word(i, SLOT_DTV).load(Ordering::Relaxed) as usize
+                + entry_offset(mslot);
             // The entry may hold another module of the same index now: leave that one.
             if self.word(entry).load(Ordering::Relaxed) == id {
-                self.begin(i);
+                // The module first: a reader that still sees the id read the block before this.
                 self.word(entry).store(0, Ordering::Relaxed);
-                self.word(entry + WORD).store(0, Ordering::Relaxed);
-                self.end(i);
+                self.word(entry + WORD).store(0, Ordering::Release);
             }
         }
     }
@@ -289,8 +329,9 @@ impl Cache {
         let mode = if strict { KSTLS_MODE_STRICT } else { 0 };
         self.word(24).store(u64::from(mode), Ordering::Release);
         if strict {
+            // A shared slot already answers nobody, and stays so (see `fill`).
             for i in 0..NR_SLOTS {
-                if st.owners[i] != 0 {
+                if st.owners[i] != 0 && st.owners[i] != POISONED {
                     self.clear_slot(&mut st, i);
                 }
             }
@@ -343,7 +384,9 @@ mod tests {
     #[test]
     fn cache_layout_matches_the_header() {
         assert_eq!(size_of::<kstls_cache_header>(), 64);
-        assert_eq!(size_of::<kstls_cache_slot>(), 32);
+        assert_eq!(size_of::<kstls_cache_slot>(), 16);
+        assert_eq!(core::mem::offset_of!(kstls_cache_slot, tp), SLOT_TP * WORD);
+        assert_eq!(core::mem::offset_of!(kstls_cache_slot, dtv_offset), SLOT_DTV * WORD);
         assert_eq!(size_of::<kstls_cache_dtv_entry>(), 16);
         assert_eq!(DTV_ENTRIES, 256);
         assert_eq!(core::mem::offset_of!(kstls_cache_header, mode), 24);
@@ -375,22 +418,20 @@ mod tests {
         let id = (1u64 << 32) | 3;
         assert!(c.fill(0xaaaa, tp, id, 3, 0x5000));
         let home = hash(tp);
-        assert_eq!(c.slot_word(home, 1).load(Ordering::Relaxed), tp);
-        assert_eq!(c.slot_word(home, 0).load(Ordering::Relaxed) % 2, 0);
-        let dtv = c.slot_word(home, 2).load(Ordering::Relaxed) as usize;
+        assert_eq!(c.slot_word(home, SLOT_TP).load(Ordering::Relaxed), tp);
+        let dtv = c.slot_word(home, SLOT_DTV).load(Ordering::Relaxed) as usize;
+        assert!(dtv >= DTV_BASE);
         assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), id);
         assert_eq!(c.word(dtv + 3 * 16 + 8).load(Ordering::Relaxed), 0x5000);
         c.forget_module(id, 3);
         assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), 0);
+        assert_eq!(c.word(dtv + 3 * 16 + 8).load(Ordering::Relaxed), 0);
         assert!(c.fill(0xaaaa, tp, id, 3, 0x5000));
         c.forget_task(0xaaaa, tp);
-        assert_eq!(c.slot_word(home, 1).load(Ordering::Relaxed), 0);
-        assert_eq!(c.cached_threads(), 0);
-        // Another task with the same thread pointer poisons the slot.
-        assert!(c.fill(0xaaaa, tp, id, 3, 0x5000));
-        assert!(!c.fill(0xbbbb, tp, id, 3, 0x6000));
-        let dtv = c.slot_word(home, 2).load(Ordering::Relaxed) as usize;
+        assert_eq!(c.slot_word(home, SLOT_TP).load(Ordering::Relaxed), 0);
+        assert_eq!(c.slot_word(home, SLOT_DTV).load(Ordering::Relaxed), 0);
         assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), 0);
+        assert_eq!(c.cached_threads(), 0);
         c.set_strict(true);
         assert_eq!(c.cached_threads(), 0);
         assert!(!c.fill(0xcccc, tp + 0x1000, id, 3, 0x7000));
@@ -399,6 +440,58 @@ mod tests {
             c.word(24).load(Ordering::Relaxed),
             u64::from(KSTLS_MODE_STRICT)
         );
+        c.set_strict(false);
+        assert!(c.fill(0xcccc, tp + 0x1000, id, 3, 0x7000));
+        Ok(())
+    }
+
+    #[test]
+    fn a_shared_thread_pointer_is_never_answered_again() -> Result {
+        let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
+        let tp = 0x7f00_0000_1000u64;
+        let id = (1u64 << 32) | 3;
+        let home = hash(tp);
+        assert!(c.fill(0xaaaa, tp, id, 3, 0x5000));
+        let dtv = c.slot_word(home, SLOT_DTV).load(Ordering::Relaxed) as usize;
+        // Another task with the same thread pointer: the slot stops showing it, for good.
+        assert!(!c.fill(0xbbbb, tp, id, 3, 0x6000));
+        assert_eq!(
+            c.slot_word(home, SLOT_TP).load(Ordering::Relaxed),
+            TP_SHARED
+        );
+        assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), 0);
+        let empty = c.slot_word(home, SLOT_DTV).load(Ordering::Relaxed) as usize;
+        assert_eq!(empty, Cache::dtv_offset(4));
+        assert_eq!(c.word(empty + 3 * 16).load(Ordering::Relaxed), 0);
+        c.forget_task(0xaaaa, tp);
+        assert!(!c.fill(0xaaaa, tp, id, 3, 0x5000));
+        c.set_strict(true);
+        c.set_strict(false);
+        assert!(!c.fill(0xbbbb, tp, id, 3, 0x6000));
+        assert_eq!(
+            c.slot_word(home, SLOT_TP).load(Ordering::Relaxed),
+            TP_SHARED
+        );
+        assert_eq!(c.cached_threads(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_thread_that_moves_keeps_one_slot() -> Result {
+        let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
+        let (old, new) = (0x7f00_0000_1000u64, 0x7f00_4000_1000u64);
+        let id = (1u64 << 32) | 3;
+        assert!(c.fill(0xaaaa, old, id, 3, 0x5000));
+        assert!(c.fill(0xaaaa, new, id, 3, 0x5000));
+        assert_eq!(c.cached_threads(), 1);
+        assert_eq!(c.slot_word(hash(old), SLOT_TP).load(Ordering::Relaxed), 0);
+        assert_eq!(c.slot_word(hash(new), SLOT_TP).load(Ordering::Relaxed), new);
+        c.forget_task(0xaaaa, new);
+        assert_eq!(c.cached_threads(), 0);
+        // Both entry pages are free again.
+        for t in 0..4u64 {
+            assert!(c.fill(0x100 + t as usize, 0x7f10_0000_0000 + (t << 23), id, 3, 0x9000));
+        }
         Ok(())
     }
 
@@ -409,7 +502,7 @@ mod tests {
         let (a, b) = ((1u64 << 32) | 3, (1u64 << 32) | (3 + DTV_ENTRIES as u64));
         assert!(c.fill(0xaaaa, tp, a, 3, 0x5000));
         assert!(c.fill(0xaaaa, tp, b, 3 + DTV_ENTRIES as u32, 0x6000));
-        let dtv = c.slot_word(hash(tp), 2).load(Ordering::Relaxed) as usize;
+        let dtv = c.slot_word(hash(tp), SLOT_DTV).load(Ordering::Relaxed) as usize;
         // The last one filled holds the entry; forgetting the other leaves it.
         assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), b);
         assert_eq!(c.word(dtv + 3 * 16 + 8).load(Ordering::Relaxed), 0x6000);

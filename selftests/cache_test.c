@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * cache_test.c - the fast-path cache as user space sees it: mapped read-only, filled by
- * GET_ADDR, found from the thread pointer with the documented seqcount protocol (implemented
- * here in C, independently of libkstls), emptied on thread exit before the thread pointer can be
+ * GET_ADDR, found from the thread pointer with the documented protocol (the slot's thread pointer
+ * read last; implemented here in C, independently of libkstls), emptied on thread exit before the thread pointer can be
  * reused, on UNREGISTER while other threads spin on it, and in strict mode, where every access
  * traps and is counted; never inherited by a forked child, never mappable by another process.
  */
@@ -84,6 +84,7 @@ TEST_F(cache, header_describes_the_layout)
 	ASSERT_EQ(KSTLS_CACHE_MAGIC, h->magic);
 	ASSERT_EQ(KSTLS_CACHE_VERSION, h->version);
 	ASSERT_EQ(1u << h->nr_slots_log2, h->nr_slots);
+	ASSERT_EQ(KSTLS_CACHE_SLOTS_OFFSET, h->slots_offset);
 	ASSERT_LE(1, h->nr_probes);
 	ASSERT_LE(256, h->dtv_entries);
 	ASSERT_EQ(0, h->mode);

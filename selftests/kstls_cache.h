@@ -20,20 +20,17 @@ static inline unsigned long cache_lookup(const void *cache, unsigned long tp, __
 
 	for (__u32 i = 0; i < h->nr_probes; i++) {
 		const struct kstls_cache_slot *s = &slots[(home + i) & (h->nr_slots - 1)];
-		__u64 seq = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
 		const struct kstls_cache_dtv_entry *e;
 		__u64 module, block;
 
-		if (__atomic_load_n(&s->tp, __ATOMIC_RELAXED) != tp)
-			continue;
-		if (seq & 1)
-			return 0;
+		/* The order of uapi/kstls.h: dtv_offset, block, module, and tp last. */
 		e = (const void *)((const char *)cache + __atomic_load_n(&s->dtv_offset,
-									  __ATOMIC_RELAXED));
-		module = __atomic_load_n(&e[mslot].module, __ATOMIC_RELAXED);
-		block = __atomic_load_n(&e[mslot].block, __ATOMIC_RELAXED);
-		__atomic_thread_fence(__ATOMIC_ACQUIRE);
-		if (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) != seq || module != id || !block)
+									  __ATOMIC_ACQUIRE));
+		block = __atomic_load_n(&e[mslot].block, __ATOMIC_ACQUIRE);
+		module = __atomic_load_n(&e[mslot].module, __ATOMIC_ACQUIRE);
+		if (__atomic_load_n(&s->tp, __ATOMIC_ACQUIRE) != tp)
+			continue;
+		if (module != id || !block)
 			return 0;
 		return block + offset;
 	}

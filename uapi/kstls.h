@@ -176,22 +176,40 @@ struct kstls_mode {
  *   h = (tp * KSTLS_CACHE_HASH_MUL) >> (64 - nr_slots_log2), then h + i for i < nr_probes,
  *   all modulo nr_slots.
  *
- * Reading a slot is a seqcount read: load seq (odd: being written, go slow), check tp, load
- * dtv_offset and the entry, load seq again and go slow if it changed. An entry answers
- * (module id, offset) when its module equals the full id: the address is block + offset. A
- * module's entry is the one at index slot & (dtv_entries - 1), slot being the id's low 32 bits
- * (dtv_entries is a power of two): modules whose slots share an index share the entry, which
- * holds the one filled last, and the id compare tells them apart. The kernel only ever stores a dtv_offset whose entries lie inside the mapping (0 in a free slot),
- * so a reader need not bound it before the seq check. Any miss: GET_ADDR, which
- * fills the cache. The mapping is never copied by fork (the child must ADOPT and map its own).
+ * A module's entry is the one at index slot & (dtv_entries - 1) of the thread's entries, slot
+ * being the id's low 32 bits (dtv_entries is a power of two): modules whose slots share an index
+ * share the entry, which holds the one filled last. Reading, in this order (x86-64 keeps loads
+ * in program order, so plain loads do): the slot's dtv_offset, the entry's block, the entry's
+ * module, and last the slot's tp. It is a hit when the module equals the full id (generation
+ * included) and the tp read last equals the reader's own: the address is block + offset.
+ * Anything else: GET_ADDR, which fills the cache.
+ *
+ * The generations the reader checks are the slot's tp and the entry's module id. The kernel
+ * keeps them so that the last read vouches for the others:
+ *  - a slot's tp becomes T only in a GET_ADDR of a thread whose thread pointer is T, never while
+ *    that thread runs in user space, and an entry becomes non-empty only in a GET_ADDR of the
+ *    slot's own thread;
+ *  - everything else (thread exit, UNREGISTER, strict mode, a second live thread with the same
+ *    thread pointer) only takes away: an entry's module is zeroed before its block, a block is
+ *    freed only after its entries are zeroed, and a slot's tp is changed (to 0: free, or to
+ *    KSTLS_CACHE_TP_SHARED: nobody may be cached there) before its entries are zeroed or reused;
+ *  - ids are never reused (their generation), and a thread's block of a module never moves.
+ * So a reader that reads its own tp last has read its own thread's entries, and one that reads
+ * the id has read that module's block, which was not yet freed then. The kernel only ever stores
+ * a dtv_offset whose entries lie inside the mapping (0 in a free slot), so a reader need not
+ * bound it before the tp check. The mapping is never copied by fork (the child must ADOPT and
+ * map its own).
  */
 #define KSTLS_CACHE_MAGIC	0x6b73746c	/* "kstl" */
-#define KSTLS_CACHE_VERSION	1
+#define KSTLS_CACHE_VERSION	2
 #define KSTLS_CACHE_HASH_MUL	0x9e3779b97f4a7c15ULL
+/* The tp of a slot that two live threads with one thread pointer share: never a thread's. */
+#define KSTLS_CACHE_TP_SHARED	1
 /*
- * The geometry of version 1, which the header repeats: a reader may build these in (libkstls's
+ * The geometry of version 2, which the header repeats: a reader may build these in (libkstls's
  * assembly does) after checking that the header agrees.
  */
+#define KSTLS_CACHE_SLOTS_OFFSET	4096
 #define KSTLS_CACHE_SLOTS_LOG2	14
 #define KSTLS_CACHE_PROBES	8
 #define KSTLS_CACHE_DTV_ENTRIES	256
@@ -210,10 +228,8 @@ struct kstls_cache_header {
 };
 
 struct kstls_cache_slot {
-	__u64 seq;		/* even: stable; odd: the kernel is writing the slot */
 	__u64 tp;		/* thread pointer of the cached thread, 0: free */
 	__u64 dtv_offset;	/* byte offset of the thread's entries in the mapping */
-	__u64 reserved;
 };
 
 struct kstls_cache_dtv_entry {

@@ -11,15 +11,19 @@
 //! CFI so unwinders and debuggers follow) before calling the Rust slow path. It clobbers only
 //! registers the psABI lets a call clobber.
 //!
-//! The fast path is the cache lookup documented in `uapi/kstls.h`: with the cache version's
-//! geometry built in as immediates (`KSTLS_CACHE_SLOTS_LOG2`, `_PROBES`, `_DTV_ENTRIES`;
-//! `map_cache` publishes no cache whose header disagrees), hash `%fs:0` to a slot, read it under
-//! its seqcount (x86-64 keeps loads in order, so plain `mov`s in this order are a correct
-//! seqcount read), then load the thread's entry for the module. 27 instructions and 12 loads on
-//! a hit in the home slot (the probing loop is out of line); no syscall, no lock, no atomic
-//! read-modify-write, no store. A host module's id (below `KSTLS_MODULE_ID_MIN`) never equals an
-//! entry's, so it is told apart on the miss path, not before the lookup; module id 0, which no
-//! libc hands out, may match an empty entry and get `offset` back, as undefined there as in glibc.
+//! The fast path is the cache lookup documented in `uapi/kstls.h`, with the cache version's
+//! geometry built in as immediates (`KSTLS_CACHE_SLOTS_OFFSET`, `_SLOTS_LOG2`, `_PROBES`,
+//! `_DTV_ENTRIES`; `map_cache` publishes no cache whose header disagrees): hash `%fs:0` to its
+//! home slot, load the slot's `dtv_offset`, the entry's block and module, and the slot's `tp`
+//! last (x86-64 keeps loads in program order, which is all the protocol asks of a reader), and
+//! take one branch on "module and tp both equal". The cache is found as `EMPTY_CACHE` plus the
+//! wipe-on-fork `FAST.delta`: while there is no cache (or in a forked child) that is the
+//! all-zero `EMPTY_CACHE`, whose slots match no thread, so the entry needs no test for it. 21
+//! instructions and 8 loads on a hit in the home slot, one conditional branch; no syscall, no
+//! lock, no atomic read-modify-write, no store. A miss first tells a host module's id (below
+//! `KSTLS_MODULE_ID_MIN`, never equal to an entry's) apart and forwards it, then probes the next
+//! slots out of line; module id 0, which no libc hands out, may match an empty entry and get
+//! `offset` back, as undefined there as in glibc.
 //!
 //! The entry exists only in the C library (feature `capi`): a Rust program that depends on the
 //! crate must keep the host's `__tls_get_addr`, so it gets no such symbol, not even a local one.
@@ -33,6 +37,8 @@ use core::mem::offset_of;
 #[cfg(feature = "capi")]
 use crate::context::FastState;
 #[cfg(feature = "capi")]
+use crate::context::EMPTY_CACHE;
+#[cfg(feature = "capi")]
 use crate::context::FAST;
 #[cfg(feature = "capi")]
 use crate::host::HOST_TLS_GET_ADDR;
@@ -41,7 +47,8 @@ use crate::uapi::{
     KSTLS_CACHE_DTV_ENTRIES,
     KSTLS_CACHE_HASH_MUL,
     KSTLS_CACHE_PROBES,
-    KSTLS_CACHE_SLOTS_LOG2, //
+    KSTLS_CACHE_SLOTS_LOG2,
+    KSTLS_CACHE_SLOTS_OFFSET, //
 };
 
 #[cfg(feature = "capi")]
@@ -53,50 +60,55 @@ global_asm!(
     "__tls_get_addr:",
     "kstls_tga_local:",                 // a local alias, for `tls_get_addr_entry`
     ".cfi_startproc",
-    "mov (%rdi), %rax",                 // rax = module id (kept until the end or the miss)
-    "mov {fast}(%rip), %rdx",           // rdx = FastState page (a static empty one at first)
-    "mov {slots}(%rdx), %r8",           // 0 while there is no cache in this process
-    "test %r8, %r8",
-    "jz 8f",
+    "mov (%rdi), %rax",                 // rax = module id
     "mov %fs:0, %rsi",                  // rsi = thread pointer (the psABI self-pointer)
-    "movabs ${mul}, %r10",
-    "imul %rsi, %r10",
-    "shr ${shift5}, %r10",
-    "and $-32, %r10",                   // r10 = hash * sizeof(struct kstls_cache_slot):
-    "mov (%r8,%r10), %r11",             // (r8,r10) is the home slot; r11 = seq ...
-    "cmp 8(%r8,%r10), %rsi",            // ... and tp
-    "jne 6f",                           // not in its home slot: probe on, out of line
-    "2:",
-    "test $1, %r11b",
-    "jnz 8f",                           // odd: being written
+    "lea {empty}(%rip), %r8",
+    "add {delta}(%rip), %r8",           // r8 = the cache (EMPTY_CACHE while there is none)
+    "movabs ${mul}, %rdx",
+    "imul %rsi, %rdx",
+    "shr ${shift4}, %rdx",
+    "and $-16, %rdx",                   // rdx = hash * sizeof(struct kstls_cache_slot)
     "movzbl %al, %ecx",                 // the id's registry slot modulo dtv_entries: another
-    "shl $4, %rcx",                     // module of that index, and a host module's id (high
-    "add 16(%r8,%r10), %rcx",           // half 0, never a kstls id), fail the compare below
-    "add {cache}(%rdx), %rcx",          // + dtv_offset (the kernel only ever stores offsets
-    "mov 8(%rcx), %r9",                 // inside the mapping, or 0 for a free slot)
-    "cmp (%rcx), %rax",                 // entry module: the full id, generation included
-    "jne 8f",
-    "cmp (%r8,%r10), %r11",             // seq unchanged?
-    "jne 8f",
+    "shl $4, %ecx",                     // module of that index fails the compare below
+    "add {slots}+8(%r8,%rdx), %rcx",    // + dtv_offset (always inside the mapping)
+    "mov 8(%r8,%rcx), %r9",             // r9 = block, then
+    "mov (%r8,%rcx), %r10",             // the entry's module (the full id, generation
+    "xor %rax, %r10",                   // included), then
+    "mov {slots}(%r8,%rdx), %r11",      // the slot's tp, last
+    "xor %rsi, %r11",
+    "or %r11, %r10",
+    "jnz 6f",                           // not both equal: the miss path
     "mov 8(%rdi), %rax",
     "add %r9, %rax",                    // block + offset
     "ret",
-    "6:",                               // the next nr_probes - 1 slots
-    "mov ${probes}, %ecx",
-    "7:",
-    "dec %ecx",
-    "jz 8f",
-    "add $32, %r10",
-    "and ${mask32}, %r10",
-    "mov (%r8,%r10), %r11",
-    "cmp 8(%r8,%r10), %rsi",
-    "jne 7b",
-    "jmp 2b",
-    "8:",                               // a miss, with rax = module id
+    "6:",                               // a miss, with rax = module id
     "mov %rax, %rcx",
     "shr $32, %rcx",
-    "jnz 9f",                           // a kstls id: the slow path
-    "mov {host}(%rip), %rax",           // below KSTLS_MODULE_ID_MIN: the host's module
+    "jz 10f",                           // below KSTLS_MODULE_ID_MIN: the host's module
+    "test %r11, %r11",
+    "jz 9f",                            // this thread's slot without the entry: the slow path
+    "mov ${probes1}, %eax",             // else the next nr_probes - 1 slots, rax counting
+    "7:",
+    "add $16, %rdx",
+    "and ${mask16}, %rdx",
+    "movzbl (%rdi), %ecx",
+    "shl $4, %ecx",
+    "add {slots}+8(%r8,%rdx), %rcx",
+    "mov 8(%r8,%rcx), %r9",             // the same order: block, module, tp
+    "mov (%r8,%rcx), %r10",
+    "cmp {slots}(%r8,%rdx), %rsi",
+    "je 3f",
+    "dec %eax",
+    "jnz 7b",
+    "jmp 9f",
+    "3:",                               // this thread's slot
+    "cmp (%rdi), %r10",
+    "jne 9f",
+    "mov 8(%rdi), %rax",
+    "add %r9, %rax",
+    "ret",
+    "10:",
+    "mov {host}(%rip), %rax",
     "cmp $1, %rax",
     "jbe 9f",                           // 0: not looked up yet, 1: there is none
     "jmp *%rax",                        // the host's __tls_get_addr, same stack, same %rdi
@@ -115,21 +127,26 @@ global_asm!(
     "ret",
     ".cfi_endproc",
     ".size __tls_get_addr, . - __tls_get_addr",
-    fast = sym FAST,
+    empty = sym EMPTY_CACHE,
+    delta = sym FAST,
     host = sym HOST_TLS_GET_ADDR,
     slow = sym crate::capi::tls_get_addr_slow,
-    slots = const offset_of!(FastState, slots),
-    cache = const offset_of!(FastState, cache),
     mul = const KSTLS_CACHE_HASH_MUL,
-    shift5 = const 64 - 5 - KSTLS_CACHE_SLOTS_LOG2,
-    mask32 = const ((1u64 << KSTLS_CACHE_SLOTS_LOG2) - 1) << 5,
-    probes = const KSTLS_CACHE_PROBES,
+    shift4 = const 64 - 4 - KSTLS_CACHE_SLOTS_LOG2,
+    mask16 = const ((1u64 << KSTLS_CACHE_SLOTS_LOG2) - 1) << 4,
+    slots = const KSTLS_CACHE_SLOTS_OFFSET,
+    probes1 = const KSTLS_CACHE_PROBES - 1,
     options(att_syntax)
 );
 
-// `movzbl %al` above is `slot & (dtv_entries - 1)`.
+// `FAST.delta` is the word at `FAST` itself; `movzbl` above is `slot & (dtv_entries - 1)` and
+// `and $-16` the slot size.
+#[cfg(feature = "capi")]
+const _: () = assert!(offset_of!(FastState, delta) == 0);
 #[cfg(feature = "capi")]
 const _: () = assert!(KSTLS_CACHE_DTV_ENTRIES == 256);
+#[cfg(feature = "capi")]
+const _: () = assert!(core::mem::size_of::<crate::uapi::kstls_cache_slot>() == 16);
 
 // The static archive is for linking into one module privately: its public symbols are hidden
 // there, so a shared object that links it never exports (or interposes) `__tls_get_addr`.

@@ -4,9 +4,10 @@
 //! links `libkstls.a` privately has its own), the fast-path cache mapped from it, and fork
 //! adoption.
 //!
-//! State that must not survive `fork` lives in `FastState`, a page of its own with
-//! `MADV_WIPEONFORK`: a forked child reads it as zero, so it never follows the pointer to the
-//! cache (the kernel does not copy that mapping into the child) and takes the slow path. There
+//! State that must not survive `fork` lives in `FAST`, a page of the library's own `.bss` with
+//! `MADV_WIPEONFORK`: a forked child reads it as zero, so its lookups read the all-zero
+//! `EMPTY_CACHE` instead of the parent's cache (the kernel does not copy that mapping into the
+//! child), miss, and take the slow path. There
 //! the inherited fd answers `EPERM`; the child (which knows it is one: the owner's pid, a plain
 //! static, is not its own) opens `/dev/kstls` again, adopts the parent's
 //! context (`KSTLS_IOC_ADOPT`: same module ids, same block addresses, so the forking thread's
@@ -20,7 +21,6 @@
 use core::ffi::c_void;
 use core::ptr::null_mut;
 use core::sync::atomic::AtomicI32;
-use core::sync::atomic::AtomicPtr;
 use core::sync::atomic::AtomicU32;
 use core::sync::atomic::AtomicU64;
 use core::sync::atomic::Ordering::Acquire;
@@ -48,39 +48,46 @@ use crate::sys::Guard;
 use crate::sys::PAGE;
 use crate::uapi::*;
 
+/// Bytes that a lookup may read from a cache before its tp check fails: the header page (entries
+/// at `dtv_offset` 0) and the slot array.
+const EMPTY_CACHE_WORDS: usize = (KSTLS_CACHE_SLOTS_OFFSET as usize
+    + (1usize << KSTLS_CACHE_SLOTS_LOG2) * core::mem::size_of::<kstls_cache_slot>())
+    / 8;
+
+/// What the lookups read while there is no cache: zeroes (in `.bss`, never written), where no
+/// slot has a thread pointer, so every lookup misses. It saves the assembly entry a test.
+pub(crate) static EMPTY_CACHE: [AtomicU64; EMPTY_CACHE_WORDS] =
+    [const { AtomicU64::new(0) }; EMPTY_CACHE_WORDS];
+
 /// The wipe-on-fork page: where the mapped cache is, for the fast paths (the cache's geometry
-/// is the uapi's `KSTLS_CACHE_*`, which `map_cache` checks the header against).
+/// is the uapi's `KSTLS_CACHE_*`, which `map_cache` checks the header against). A page of its
+/// own, so that `MADV_WIPEONFORK` takes nothing else with it.
 ///
-/// `slots` is written last when the cache is published and first when it is withdrawn, and is
-/// what the lookup tests first: non-zero means every other field is valid.
-#[repr(C)]
+/// `delta` is written last when the cache is published and first when it is withdrawn, and is
+/// what the lookups use: non-zero means every other field is valid.
+#[repr(C, align(4096))]
 pub(crate) struct FastState {
-    /// Address of the slot array in the mapped cache, 0: no cache in this process.
-    pub(crate) slots: AtomicU64,
-    /// Address of the mapped cache.
-    pub(crate) cache: AtomicU64,
+    /// Address of the mapped cache minus that of `EMPTY_CACHE`, 0: no cache in this process
+    /// (the lookups then read `EMPTY_CACHE`).
+    pub(crate) delta: AtomicU64,
     /// The largest `dtv_offset` whose entries lie inside the mapping.
-    pub(crate) dtv_limit: AtomicU64,
+    dtv_limit: AtomicU64,
     /// Length of the cache mapping.
-    pub(crate) cache_len: AtomicU64,
+    cache_len: AtomicU64,
+    /// Whether the page is wiped on fork: without that there is no fast path, since a forked
+    /// child could not tell that the cache is not its own. (A child reads false and asks again.)
+    wipes: AtomicU64,
 }
 
-/// What `FAST` points to while there is no `FastState` page: no cache. It saves the assembly
-/// entry a null test.
-static NO_STATE: FastState = FastState {
-    slots: AtomicU64::new(0),
-    cache: AtomicU64::new(0),
+/// The one `FastState`, zero (no cache) until a context is opened.
+pub(crate) static FAST: FastState = FastState {
+    delta: AtomicU64::new(0),
     dtv_limit: AtomicU64::new(0),
     cache_len: AtomicU64::new(0),
+    wipes: AtomicU64::new(0),
 };
+const _: () = assert!(core::mem::size_of::<FastState>() == PAGE);
 
-fn no_state() -> *mut FastState {
-    core::ptr::addr_of!(NO_STATE).cast_mut()
-}
-
-/// The `FastState` page, `NO_STATE` until the first setup; never null.
-pub(crate) static FAST: AtomicPtr<FastState> =
-    AtomicPtr::new(core::ptr::addr_of!(NO_STATE).cast_mut());
 /// The context's fd, -1 while closed. Survives fork (the child adopts through it).
 static FD: AtomicI32 = AtomicI32::new(-1);
 /// The process that opened or adopted the context (fork copies it: a child sees its parent's).
@@ -88,11 +95,14 @@ static OWNER: AtomicI32 = AtomicI32::new(0);
 /// Modules registered through this copy; the context is closed when it drops to 0.
 static NR_MODULES: AtomicU32 = AtomicU32::new(0);
 
-fn fast() -> Option<&'static FastState> {
-    let p = FAST.load(Acquire);
-    // SAFETY: Any other `FAST` points to the mapped, zero-initialised `FastState` page, which
-    // is only unmapped after `FAST` is reset, when no module of this copy is registered.
-    (p != no_state()).then(|| unsafe { &*p })
+fn empty_cache() -> u64 {
+    EMPTY_CACHE.as_ptr() as u64
+}
+
+/// The mapped cache's address, if there is one.
+fn cache() -> Option<u64> {
+    let delta = FAST.delta.load(Acquire);
+    (delta != 0).then(|| empty_cache().wrapping_add(delta))
 }
 
 fn borrow(fd: i32) -> BorrowedFd<'static> {
@@ -142,7 +152,6 @@ fn ensure_locked(_g: &Guard) -> Result<i32, Errno> {
         return Err(Errno::PROTO);
     }
     let fd = owned.into_raw_fd();
-    state_page();
     map_cache(fd, &info);
     OWNER.store(getpid(), Release);
     FD.store(fd, Release);
@@ -162,37 +171,30 @@ fn getpid() -> i32 {
     rustix::process::getpid().as_raw_nonzero().get()
 }
 
-/// Maps the `FastState` page once (it stays for the life of this copy's context). Without it
-/// (or without `MADV_WIPEONFORK`: a kernel built without `CONFIG_ADVISE_SYSCALLS`) there is
-/// simply no fast path, since a forked child could not tell that the cache is not its own.
-fn state_page() {
-    if FAST.load(Relaxed) != no_state() {
-        return;
+/// Makes `FAST` wipe-on-fork, once per process. Without `MADV_WIPEONFORK` (a kernel built
+/// without `CONFIG_ADVISE_SYSCALLS`, or a loader that mapped our `.bss` from a file) there is
+/// simply no fast path.
+fn state_page() -> bool {
+    if FAST.wipes.load(Relaxed) != 0 {
+        return true;
     }
-    // SAFETY: A fresh anonymous mapping, owned by the library.
-    let Ok(p) = (unsafe {
-        rustix::mm::mmap_anonymous(
-            null_mut(),
-            PAGE,
-            ProtFlags::READ | ProtFlags::WRITE,
-            MapFlags::PRIVATE,
-        )
-    }) else {
-        return;
-    };
-    // SAFETY: `p` is our page.
-    if unsafe { rustix::mm::madvise(p, PAGE, Advice::LinuxWipeOnFork) }.is_err() {
-        // SAFETY: Nobody else knows of `p`.
-        let _ = unsafe { rustix::mm::munmap(p, PAGE) };
-        return;
+    let page = core::ptr::addr_of!(FAST).cast_mut().cast::<c_void>();
+    // SAFETY: `FAST` is a whole page of our own `.bss` (its size and alignment are one page),
+    // so the advice changes nothing but the fate of these bytes in a forked child.
+    if unsafe { rustix::mm::madvise(page, PAGE, Advice::LinuxWipeOnFork) }.is_err() {
+        return false;
     }
-    FAST.store(p.cast(), Release);
+    FAST.wipes.store(1, Relaxed);
+    true
 }
 
 /// Maps and publishes the cache when the kernel offers one and its header makes sense; on any
 /// doubt there is no cache, and every access takes the ioctl.
 fn map_cache(fd: i32, info: &kstls_info) {
-    let Some(f) = fast() else { return };
+    if !state_page() {
+        return;
+    }
+    let f = &FAST;
     let len = info.cache_size as usize;
     if info.features & KSTLS_FEAT_CACHE == 0 || len < core::mem::size_of::<kstls_cache_header>() {
         return;
@@ -231,7 +233,7 @@ fn map_cache(fd: i32, info: &kstls_info) {
         && n == 1 << h.nr_slots_log2
         && h.nr_probes == KSTLS_CACHE_PROBES
         && h.dtv_entries == KSTLS_CACHE_DTV_ENTRIES
-        && h.slots_offset % 8 == 0
+        && h.slots_offset == KSTLS_CACHE_SLOTS_OFFSET as u64
         && h.slots_offset
             .checked_add(n * slot)
             .is_some_and(|end| end <= len as u64)
@@ -241,21 +243,18 @@ fn map_cache(fd: i32, info: &kstls_info) {
         let _ = unsafe { rustix::mm::munmap(p, len) };
         return;
     }
-    let base = p as u64;
-    f.cache.store(base, Relaxed);
     f.cache_len.store(len as u64, Relaxed);
     f.dtv_limit.store(len as u64 - dtv_bytes, Relaxed);
-    f.slots.store(base + h.slots_offset, Release);
+    // Never 0: the mapping is not `EMPTY_CACHE`.
+    f.delta
+        .store((p as u64).wrapping_sub(empty_cache()), Release);
 }
 
 /// Withdraws and unmaps the cache of this process, if any.
 fn unmap_cache() {
-    let Some(f) = fast() else { return };
-    if f.slots.swap(0, Release) == 0 {
-        return;
-    }
-    let base = f.cache.swap(0, Relaxed);
-    let len = f.cache_len.swap(0, Relaxed);
+    let Some(base) = cache() else { return };
+    FAST.delta.store(0, Release);
+    let len = FAST.cache_len.swap(0, Relaxed);
     // SAFETY: The mapping `map_cache` made, withdrawn above.
     let _ = unsafe { rustix::mm::munmap(base as *mut c_void, len as usize) };
 }
@@ -327,11 +326,8 @@ pub(crate) fn get_addr(module: u64, offset: u64) -> Result<u64, Errno> {
 
 /// The fast path in Rust, for `kstls_get_tls_addr` (the assembly entry has its own copy).
 pub(crate) fn fast_lookup(module: u64, offset: u64) -> Option<u64> {
-    let f = fast()?;
-    let slots = f.slots.load(Acquire);
-    if slots == 0 {
-        return None;
-    }
+    let cache = cache()?;
+    let slots = cache + KSTLS_CACHE_SLOTS_OFFSET as u64;
     // The id's registry slot, modulo dtv_entries (a power of two): the entry may hold another
     // module of the same index, which the id compare below rejects.
     let idx = module & 0xffff_ffff & (KSTLS_CACHE_DTV_ENTRIES as u64 - 1);
@@ -342,25 +338,18 @@ pub(crate) fn fast_lookup(module: u64, offset: u64) -> Option<u64> {
     for _ in 0..KSTLS_CACHE_PROBES {
         h &= slot_mask;
         // SAFETY: `h <= slot_mask`, and `map_cache` checked the slot array lies in the mapping.
-        let slot = unsafe { &*((slots + h * 32) as *const [AtomicU64; 4]) };
-        let seq = slot[0].load(Acquire);
-        if seq & 1 != 0 {
-            return None;
-        }
-        if slot[1].load(Relaxed) == tp {
-            let off = slot[2].load(Relaxed);
-            if off > f.dtv_limit.load(Relaxed) {
-                return None;
-            }
-            let e = f.cache.load(Relaxed) + off + idx * 16;
-            // SAFETY: `off <= dtv_limit` and `idx < dtv_entries` keep the entry in the mapping.
-            let e = unsafe { &*(e as *const [AtomicU64; 2]) };
-            let (m, block) = (e[0].load(Relaxed), e[1].load(Relaxed));
-            core::sync::atomic::fence(Acquire);
-            if slot[0].load(Relaxed) != seq || m != module {
-                return None;
-            }
-            return Some(block.wrapping_add(offset));
+        let slot = unsafe { &*((slots + h * 16) as *const [AtomicU64; 2]) };
+        // The order of uapi/kstls.h: dtv_offset, block, module, and the slot's tp last.
+        let off = slot[1].load(Acquire);
+        let e = cache + off.min(FAST.dtv_limit.load(Relaxed)) + idx * 16;
+        // SAFETY: `off` is bounded by `dtv_limit` and `idx < dtv_entries`, which keeps the entry
+        // in the mapping.
+        let e = unsafe { &*(e as *const [AtomicU64; 2]) };
+        let block = e[1].load(Acquire);
+        let m = e[0].load(Acquire);
+        if slot[0].load(Acquire) == tp {
+            return (m == module && off <= FAST.dtv_limit.load(Relaxed))
+                .then(|| block.wrapping_add(offset));
         }
         h += 1;
     }
@@ -479,11 +468,6 @@ fn close_if_unused(_g: &Guard) {
         return;
     }
     unmap_cache();
-    let page = FAST.swap(no_state(), Release);
-    if page != no_state() {
-        // SAFETY: The page `state_page` mapped, no longer published.
-        let _ = unsafe { rustix::mm::munmap(page.cast(), PAGE) };
-    }
     // SAFETY: `fd` was ours and is no longer published.
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
 }

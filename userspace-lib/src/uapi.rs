@@ -13,10 +13,9 @@ include!(env!(
 ));
 
 const _: () = assert!(core::mem::size_of::<kstls_tls_index>() == 16);
-const _: () = assert!(core::mem::size_of::<kstls_cache_slot>() == 32);
-const _: () = assert!(core::mem::offset_of!(kstls_cache_slot, seq) == 0);
-const _: () = assert!(core::mem::offset_of!(kstls_cache_slot, tp) == 8);
-const _: () = assert!(core::mem::offset_of!(kstls_cache_slot, dtv_offset) == 16);
+const _: () = assert!(core::mem::size_of::<kstls_cache_slot>() == 16);
+const _: () = assert!(core::mem::offset_of!(kstls_cache_slot, tp) == 0);
+const _: () = assert!(core::mem::offset_of!(kstls_cache_slot, dtv_offset) == 8);
 const _: () = assert!(core::mem::size_of::<kstls_cache_dtv_entry>() == 16);
 const _: () = assert!(core::mem::offset_of!(kstls_cache_dtv_entry, module) == 0);
 const _: () = assert!(core::mem::offset_of!(kstls_cache_dtv_entry, block) == 8);
