@@ -6,7 +6,8 @@
  * image misaligned on purpose through kstls_register), dlclose then dlopen again giving fresh
  * values and leaving nothing behind (INFO back to where it was), the first access of a process
  * or thread inside a signal handler, access after fork in the child (the forking thread's
- * values, the parent unaffected), a module id of the host forwarded to glibc's own
+ * values, the parent unaffected), threads on a dead thread's thread pointer answered by the
+ * kernel first and then by libkstls's fast path, a module id of the host forwarded to glibc's own
  * __tls_get_addr, and a forged kstls id ending the process loudly instead of returning garbage.
  */
 #include <signal.h>
@@ -144,6 +145,75 @@ TEST(dlclose_dlopen_fresh_no_leak)
 	ksft_print_msg("20 dlopen/dlclose rounds: %u modules, %llu block bytes, %llu image bytes, as before\n",
 		       info.nr_modules, (unsigned long long)info.block_bytes,
 		       (unsigned long long)info.image_bytes);
+}
+
+struct reuse_job {
+	struct kstls_tls_index ti;
+	unsigned long tp;
+	unsigned long long first, second;	/* GET_ADDR calls the 1st and 2nd access made */
+	int fresh, same;
+};
+
+static unsigned long long lookups_now(void)
+{
+	struct kstls_stats st;
+
+	/* The totals: a module's own counters lose an exited thread's share. */
+	return tls_stats(kstls_fd(), 0, &st) ? ~0ULL : st.lookups;
+}
+
+static void *reuse_thread(void *arg)
+{
+	struct reuse_job *j = arg;
+	unsigned long long l0, l1;
+	char *p, *q;
+
+	__asm__ volatile("mov %%fs:0, %0" : "=r"(j->tp));
+	l0 = lookups_now();
+	p = __tls_get_addr(&j->ti);
+	l1 = lookups_now();
+	j->fresh = !memcmp(p, own_image, sizeof(own_image));
+	/* A mark that a later thread answered with this block would see. */
+	memset(p, 'x', sizeof(own_image));
+	q = __tls_get_addr(&j->ti);
+	j->first = l1 - l0;
+	j->second = lookups_now() - l1;
+	j->same = p == q;
+	return NULL;
+}
+
+/*
+ * libkstls's own assembly fast path (the other cache tests use the C reference lookup): threads
+ * started one after another, most on a dead one's stack and thread pointer, each get their first
+ * access from the kernel (never from the dead thread's cache entry) and a fresh block, and their
+ * second from the cache.
+ */
+TEST(reused_thread_pointer_reaches_the_kernel_first)
+{
+	struct kstls_info info;
+	unsigned long first_tp = 0;
+	int reuses = 0;
+
+	ASSERT_EQ(0, keep_context());
+	ASSERT_EQ(0, tls_info(kstls_fd(), &info));
+	ASSERT_EQ(0, info.mode) TH_LOG("strict mode: there is no cache to test");
+	for (int i = 0; i < 200; i++) {
+		struct reuse_job j = { .ti = { own_module, 0 } };
+		pthread_t t;
+
+		ASSERT_EQ(0, pthread_create(&t, NULL, reuse_thread, &j));
+		ASSERT_EQ(0, pthread_join(t, NULL));
+		ASSERT_EQ(1, j.first) TH_LOG("thread %d: first access not from the kernel", i);
+		ASSERT_TRUE(j.fresh) TH_LOG("thread %d: a used block", i);
+		ASSERT_EQ(0, j.second) TH_LOG("thread %d: second access not from the cache", i);
+		ASSERT_TRUE(j.same);
+		if (!first_tp)
+			first_tp = j.tp;
+		else
+			reuses += j.tp == first_tp;
+	}
+	ksft_print_msg("%d of 199 threads reused the first thread's thread pointer\n", reuses);
+	ASSERT_LT(0, reuses);
 }
 
 static struct tls_ops sig_ops = { .naddr = 4 };
