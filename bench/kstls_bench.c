@@ -14,6 +14,7 @@
  * The output is for the host (scripts/bench.sh, bench/report.py): lines starting with "KB:",
  *   KB:env:KEY=VALUE
  *   KB:raw:path,threads,modules,repeat,ns_per_op,iters,misses
+ *   KB:slot:threads,distance   (the kstls_cached measuring thread's slot: 0 home, -1 not cached)
  *   KB:error:MESSAGE           (the run fails)
  *   KB:end:rc=N
  * where misses counts the kstls_cached slow-path calls during a sample (0 when the loop stayed
@@ -84,6 +85,7 @@ static char dir[PATH_MAX];
 static kb_op_fn gd_ops[MAX_MODS];
 static kb_op_fn tlsdesc_op, cached_op, ref_op, gd_kstls_op;
 static kb_kstls_misses_fn cached_misses, ref_misses, gd_misses;
+static int (*slot_distance)(void);
 static struct kstls_tls_index ti_cached[MAX_MODS], ti_strict[MAX_MODS], ti_ref[MAX_MODS];
 static struct kstls_tls_index ti_badmod, ti_badoff;
 static int cached_fd;
@@ -249,6 +251,7 @@ static void setup(void)
 	kh = open_dso("libkb_kstls.so", "kb_kstls_cached", &cached_op);
 	lib_register = (int (*)(unsigned long long *))dlsym(kh, "kb_kstls_lib_register");
 	cached_misses = (kb_kstls_misses_fn)dlsym(kh, "kb_kstls_misses");
+	slot_distance = (int (*)(void))dlsym(kh, "kb_kstls_slot_distance");
 	if (!lib_register) {
 		cached_op = ref_op;
 		cached_misses = ref_misses;
@@ -419,6 +422,13 @@ static void run_phase(struct path *paths, int n)
 	}
 }
 
+/* Where the measuring thread's kstls_cached slot was: off its home slot, every access probes. */
+static void print_slot_distance(int threads)
+{
+	if (slot_distance)
+		printf("KB:slot:%d,%d\n", threads, slot_distance());
+}
+
 /* Phase 1: one thread, every path, the module counts, first touch, the strict breakdown. */
 static void phase_one_thread(void)
 {
@@ -456,6 +466,7 @@ static void phase_one_thread(void)
 
 	touch();
 	run_phase(paths, n);
+	print_slot_distance(1);
 }
 
 /* The thread-scaling phases: parked threads that touched the module, and a measuring thread. */
@@ -488,6 +499,7 @@ static void *measure_thread(void *arg)
 	path_loop(&paths[3], "kstls_cached", threads, 1, cached_op, ti_cached);
 	path_loop(&paths[4], "kstls_strict", threads, 1, kb_kstls_strict, ti_strict);
 	run_phase(paths, 5);
+	print_slot_distance(threads);
 	return NULL;
 }
 

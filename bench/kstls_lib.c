@@ -13,9 +13,12 @@
  *                        the constructor (the path a real two-libc module takes)
  *   kb_kstls_misses()    GET_ADDR calls answered in this copy's context so far
  *                        (KSTLS_IOC_STATS): every slow-path call of the library is one
+ *   kb_kstls_slot_distance()  how far from its home slot the calling thread is cached in this
+ *                        copy's cache (0: home; -1: not cached), read from a mapping of its own
  */
 #include <stddef.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 
 #include <kstls.h>
 
@@ -76,4 +79,31 @@ long kb_kstls_cached(void *ti)
 	void *p = __tls_get_addr(ti);
 
 	return *(long *)(p ? p : &kb_failed);
+}
+
+int kb_kstls_slot_distance(void)
+{
+	struct kstls_info info = { 0 };
+	const struct kstls_cache_header *h;
+	const struct kstls_cache_slot *slots;
+	unsigned long tp;
+	int fd = kstls_fd(), d = -1;
+	__u64 home;
+	void *m;
+
+	if (fd < 0 || ioctl(fd, KSTLS_IOC_INFO, &info) || !info.cache_size)
+		return -1;
+	m = mmap(NULL, info.cache_size, PROT_READ, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		return -1;
+	h = m;
+	slots = (const void *)((const char *)m + h->slots_offset);
+	__asm__ volatile("mov %%fs:0, %0" : "=r"(tp));
+	home = (tp * KSTLS_CACHE_HASH_MUL) >> (64 - h->nr_slots_log2);
+	for (__u32 i = 0; i < h->nr_probes && d < 0; i++) {
+		if (slots[(home + i) & (h->nr_slots - 1)].tp == tp)
+			d = i;
+	}
+	munmap(m, info.cache_size);
+	return d;
 }

@@ -89,6 +89,12 @@ def parse(lines):
             if not (math.isfinite(row["ns"]) and row["ns"] > 0 and row["iters"] > 0):
                 raise Broken(f"not a positive time: {line}")
             raw.append(row)
+        elif kind == "slot":
+            f = rest.split(",")
+            if len(f) != 2:
+                raise Broken(f"malformed slot line: {line}")
+            slots = env.setdefault("slot_distance", {})
+            slots.setdefault(int(f[0]), []).append(f[1])
         elif kind == "error":
             errors.append(rest)
         elif kind == "end":
@@ -331,6 +337,10 @@ def table(env, threads, modules, rows, stats, args):
             env.get("tlsdesc_block", "?"))),
         ("kstls_cached", env.get("kstls_cached_impl", "?")),
         ("kstls cache", env.get("kstls_cache", "?")),
+        ("kstls_cached measuring thread's slot, per process (0: its home slot; k: k probes"
+         " further on every access; -1: not cached)",
+         "; ".join("%d thread%s: %s" % (t, "" if t == 1 else "s", ", ".join(d))
+                   for t, d in sorted(env.get("slot_distance", {}).items())) or "-"),
     ]
     for k, v in info:
         w("- %s: %s" % (k, v))
