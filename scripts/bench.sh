@@ -11,7 +11,7 @@
 #   build/bench/scaling.png    the scaling runs
 #   build/bench/guest.out      what the guest printed
 #
-#   scripts/bench.sh           the full run: 3 processes (address-space layouts) x 11 repeats
+#   scripts/bench.sh           the full run: 8 processes (address-space layouts) x 4 repeats
 #                              of ~10 ms samples; 1..1024 threads, 1..256 modules: a few minutes
 #   scripts/bench.sh --short   2 processes x 3 repeats of ~1 ms samples, 1 and 16 threads and
 #                              modules: proves that every path works and every output is written
@@ -46,12 +46,14 @@ rm -f "$out"/{summary,raw,breakdown}.csv "$out"/table.md "$out"/scaling.png "$ou
 say "running the benchmark in the guest${short:+ (short)}"
 rc=0
 # Several processes, each with its own address-space layout: under TCG a path's cost depends on
-# whether its hot pages collide in QEMU's direct-mapped softmmu TLB, which ASLR changes from one
-# process to the next; report.py pools their samples.
+# whether its hot pages collide in QEMU's direct-mapped softmmu TLB, which ASLR (and, between
+# phases, the measuring thread's new stack) changes; one process's samples move together, so
+# many layouts with a few samples each say more than a few layouts with many. report.py pools
+# them.
 if [ -n "$short" ]; then
 	runs=2 args=--short
 else
-	runs=3 args="--repeats 11"
+	runs=8 args="--repeats 4"
 fi
 "$KSTLS_ROOT/scripts/vm.sh" run --timeout "$timeout" --log "$log" \
 	--insmod "$out/kmod/kstls_kbench.ko" -- \
