@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "kselftest_harness.h"
 #include "kstls_cache.h"
@@ -252,6 +253,122 @@ TEST_F(cache, unregister_while_threads_spin_never_answers_a_freed_block)
 		EXPECT_LT(0, s[i].hits);
 		EXPECT_EQ(0, s[i].stale);
 	}
+}
+
+struct churn {
+	int fd;
+	const void *map;
+	_Atomic __u64 id;	/* the module the spinners look up now */
+	atomic_int stop;
+};
+
+struct churn_spinner {
+	struct churn *c;
+	long hits, refills, wrong;
+	unsigned long got, want;
+};
+
+static void *churn_spin(void *arg)
+{
+	struct churn_spinner *s = arg;
+	unsigned long tp = thread_pointer(), mine = 0;
+	__u64 id = 0;
+	void *p;
+
+	while (!atomic_load(&s->c->stop)) {
+		__u64 cur = atomic_load(&s->c->id);
+		unsigned long a;
+
+		if (cur != id) {
+			/* A new module: this thread's block of it, from the kernel. */
+			if (kstls_get(s->c->fd, cur, 0, &p))
+				continue;	/* already unregistered again */
+			id = cur;
+			mine = (unsigned long)p;
+			s->refills++;
+		}
+		a = cache_lookup(s->c->map, tp, id, 0);
+		if (!a) {
+			/* A miss refills; a block never moves, so the answer is the same. */
+			if (!kstls_get(s->c->fd, id, 0, &p) && (unsigned long)p != mine) {
+				s->wrong++;
+				s->got = (unsigned long)p;
+				s->want = mine;
+			}
+			continue;
+		}
+		s->hits++;
+		if (a != mine) {
+			s->wrong++;
+			s->got = a;
+			s->want = mine;
+		}
+	}
+	return NULL;
+}
+
+static void *touch_and_exit(void *arg)
+{
+	struct churn *c = arg;
+
+	kstls_get(c->fd, atomic_load(&c->id), 0, NULL);
+	return NULL;
+}
+
+/*
+ * The reader protocol under everything that takes entries and slots away at once: four threads
+ * look their block up without a syscall while other threads come and go (their slots and entry
+ * pages are freed and handed out again), strict mode empties the whole cache, and the module is
+ * unregistered and replaced (its registry slot reused with a new generation). Every hit must be
+ * the spinning thread's own block of the id it asked for.
+ */
+TEST_F(cache, hits_stay_the_threads_own_under_churn)
+{
+	struct churn c = { .fd = self->fd, .map = self->map, .id = self->id };
+	struct kstls_mode m = { 0 };
+	struct churn_spinner s[4];
+	pthread_t t[4];
+	int rounds = 0;
+	time_t end = time(NULL) + 4;
+
+	for (int i = 0; i < 4; i++) {
+		s[i] = (struct churn_spinner){ .c = &c };
+		ASSERT_EQ(0, pthread_create(&t[i], NULL, churn_spin, &s[i]));
+	}
+	while (time(NULL) < end || rounds < 30) {
+		pthread_t sh[2];
+		__u64 next;
+
+		for (int i = 0; i < 2; i++)
+			ASSERT_EQ(0, pthread_create(&sh[i], NULL, touch_and_exit, &c));
+		for (int i = 0; i < 2; i++)
+			ASSERT_EQ(0, pthread_join(sh[i], NULL));
+		if (rounds % 3 == 1) {
+			m.mode = KSTLS_MODE_STRICT;
+			ASSERT_EQ(0, kstls_ioctl(self->fd, KSTLS_IOC_SET_MODE, &m));
+			m.mode = 0;
+			ASSERT_EQ(0, kstls_ioctl(self->fd, KSTLS_IOC_SET_MODE, &m));
+		}
+		if (rounds % 5 == 2) {
+			ASSERT_EQ(0, kstls_unreg(self->fd, atomic_load(&c.id)));
+			ASSERT_EQ(0, kstls_reg(self->fd, image, sizeof(image), 64, 16, 0, &next));
+			atomic_store(&c.id, next);
+		}
+		rounds++;
+		usleep(2000);
+	}
+	atomic_store(&c.stop, 1);
+	for (int i = 0; i < 4; i++) {
+		ASSERT_EQ(0, pthread_join(t[i], NULL));
+		EXPECT_EQ(0, s[i].wrong) TH_LOG("spinner %d: %#lx where its block is %#lx", i,
+						s[i].got, s[i].want);
+		EXPECT_LT(0, s[i].hits);
+		EXPECT_LT(1, s[i].refills);
+	}
+	self->id = atomic_load(&c.id);
+	ksft_print_msg("%d rounds; hits %ld %ld %ld %ld; modules seen %ld %ld %ld %ld\n", rounds,
+		       s[0].hits, s[1].hits, s[2].hits, s[3].hits, s[0].refills, s[1].refills,
+		       s[2].refills, s[3].refills);
 }
 
 TEST_F(cache, strict_mode_empties_the_cache_and_traps_every_access)
