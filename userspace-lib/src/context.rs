@@ -331,7 +331,8 @@ pub(crate) fn fast_lookup(module: u64, offset: u64) -> Option<u64> {
     // The id's registry slot, modulo dtv_entries (a power of two): the entry may hold another
     // module of the same index, which the id compare below rejects.
     let idx = module & 0xffff_ffff & (KSTLS_CACHE_DTV_ENTRIES as u64 - 1);
-    // SAFETY: `slots != 0`: the cache was published, which required %fs:0 to be the FS base.
+    // SAFETY: `cache()` gave an address: the cache was published, which required %fs:0 to be the
+    // FS base.
     let tp = unsafe { arch::thread_pointer() };
     let slot_mask = (1u64 << KSTLS_CACHE_SLOTS_LOG2) - 1;
     let mut h = tp.wrapping_mul(KSTLS_CACHE_HASH_MUL as u64) >> (64 - KSTLS_CACHE_SLOTS_LOG2);
