@@ -214,19 +214,44 @@ impl Cache {
         st.keys[slot] = 0;
     }
 
+    /// The slot of `task` among those its thread pointer `tp` may use.
+    fn slot_of(st: &State, task: usize, tp: u64) -> Option<usize> {
+        let home = hash(tp);
+        (0..NR_PROBES)
+            .map(|k| (home + k) & (NR_SLOTS - 1))
+            .find(|&i| st.owners[i] == task)
+    }
+
     /// Records, for the thread `task` with thread pointer `tp`, that module `id` (registry slot
     /// `mslot`) has its block at `block`. Returns whether the entry was published: not when the
     /// thread cannot be cached (strict mode, a shared thread pointer, a full cache).
     ///
     /// `task` must be the running thread and `tp` its thread pointer, since it publishes `tp`
-    /// (see the module doc).
-    pub(crate) fn fill(&self, task: usize, tp: u64, id: u64, mslot: u32, block: usize) -> bool {
+    /// (see the module doc). `cached` is the thread's own record of the thread pointer it was
+    /// last published under (0: never), which this keeps up to date: a thread that changed its
+    /// thread pointer since loses its old slot, so that a task has one slot, the one the exit
+    /// probe finds.
+    pub(crate) fn fill(
+        &self,
+        task: usize,
+        tp: u64,
+        cached: &mut u64,
+        id: u64,
+        mslot: u32,
+        block: usize,
+    ) -> bool {
         if tp == 0 || tp == TP_SHARED {
             return false;
         }
         let mut st = self.state.lock();
         if st.strict {
             return false;
+        }
+        if *cached != 0 && *cached != tp {
+            if let Some(old) = Self::slot_of(&st, task, *cached) {
+                self.clear_slot(&mut st, old);
+            }
+            *cached = 0;
         }
         let home = hash(tp);
         let mut mine = None;
@@ -245,12 +270,7 @@ impl Cache {
                     // Two live tasks share this thread pointer: user space cannot tell them
                     // apart, so neither may be answered from the cache, for as long as the
                     // context lives (the slot never shows `tp` again).
-                    self.retire_slot(
-                        &mut st,
-                        i,
-                        TP_SHARED,
-                        Self::dtv_offset(self.threads),
-                    );
+                    self.retire_slot(&mut st, i, TP_SHARED, Self::dtv_offset(self.threads));
                     st.owners[i] = POISONED;
                 }
                 return false;
@@ -259,15 +279,6 @@ impl Cache {
         let slot = match mine {
             Some(i) => i,
             None => {
-                // A thread that changed its thread pointer since it was cached keeps one slot,
-                // the new one: the exit probe must find every slot of a task.
-                if let Some(old) = st.owners.iter().position(|&o| o == task) {
-                    self.clear_slot(&mut st, old);
-                    if free.is_none() && (0..NR_PROBES).any(|k| (home + k) & (NR_SLOTS - 1) == old)
-                    {
-                        free = Some(old);
-                    }
-                }
                 let (Some(i), Some(d)) = (free, st.free_dtvs.pop()) else {
                     return false;
                 };
@@ -284,19 +295,17 @@ impl Cache {
         self.word(entry + WORD)
             .store(block as u64, Ordering::Relaxed);
         self.word(entry).store(id, Ordering::Release);
+        *cached = tp;
         true
     }
 
     /// Forgets the thread `task` (it is exiting) before its thread pointer can be reused.
     pub(crate) fn forget_task(&self, task: usize, tp: u64) {
         let mut st = self.state.lock();
-        let home = hash(tp);
-        let hit = (0..NR_PROBES)
-            .map(|k| (home + k) & (NR_SLOTS - 1))
-            .find(|&i| st.owners[i] == task);
         // The thread may have changed its thread pointer since it was cached: look everywhere
         // (`fill` keeps one slot per task).
-        let hit = hit.or_else(|| st.owners.iter().position(|&o| o == task));
+        let hit =
+            Self::slot_of(&st, task, tp).or_else(|| st.owners.iter().position(|&o| o == task));
         if let Some(i) = hit {
             self.clear_slot(&mut st, i);
         }
@@ -310,8 +319,8 @@ impl Cache {
             if st.owners[i] == 0 || st.owners[i] == POISONED {
                 continue;
             }
-            let entry = self.slot_word(i, SLOT_DTV).load(Ordering::Relaxed) as usize
-                + entry_offset(mslot);
+            let entry =
+                self.slot_word(i, SLOT_DTV).load(Ordering::Relaxed) as usize + entry_offset(mslot);
             // The entry may hold another module of the same index now: leave that one.
             if self.word(entry).load(Ordering::Relaxed) == id {
                 // The module first: a reader that still sees the id read the block before this.
@@ -386,7 +395,10 @@ mod tests {
         assert_eq!(size_of::<kstls_cache_header>(), 64);
         assert_eq!(size_of::<kstls_cache_slot>(), 16);
         assert_eq!(core::mem::offset_of!(kstls_cache_slot, tp), SLOT_TP * WORD);
-        assert_eq!(core::mem::offset_of!(kstls_cache_slot, dtv_offset), SLOT_DTV * WORD);
+        assert_eq!(
+            core::mem::offset_of!(kstls_cache_slot, dtv_offset),
+            SLOT_DTV * WORD
+        );
         assert_eq!(size_of::<kstls_cache_dtv_entry>(), 16);
         assert_eq!(DTV_ENTRIES, 256);
         assert_eq!(core::mem::offset_of!(kstls_cache_header, mode), 24);
@@ -413,10 +425,11 @@ mod tests {
 
     #[test]
     fn fill_forget_and_strict() -> Result {
+        let (mut ca, mut cc) = (0u64, 0u64);
         let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
         let tp = 0x7f00_0000_1000u64;
         let id = (1u64 << 32) | 3;
-        assert!(c.fill(0xaaaa, tp, id, 3, 0x5000));
+        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000));
         let home = hash(tp);
         assert_eq!(c.slot_word(home, SLOT_TP).load(Ordering::Relaxed), tp);
         let dtv = c.slot_word(home, SLOT_DTV).load(Ordering::Relaxed) as usize;
@@ -426,7 +439,7 @@ mod tests {
         c.forget_module(id, 3);
         assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), 0);
         assert_eq!(c.word(dtv + 3 * 16 + 8).load(Ordering::Relaxed), 0);
-        assert!(c.fill(0xaaaa, tp, id, 3, 0x5000));
+        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000));
         c.forget_task(0xaaaa, tp);
         assert_eq!(c.slot_word(home, SLOT_TP).load(Ordering::Relaxed), 0);
         assert_eq!(c.slot_word(home, SLOT_DTV).load(Ordering::Relaxed), 0);
@@ -434,27 +447,28 @@ mod tests {
         assert_eq!(c.cached_threads(), 0);
         c.set_strict(true);
         assert_eq!(c.cached_threads(), 0);
-        assert!(!c.fill(0xcccc, tp + 0x1000, id, 3, 0x7000));
+        assert!(!c.fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000));
         assert_eq!(c.cached_threads(), 0);
         assert_eq!(
             c.word(24).load(Ordering::Relaxed),
             u64::from(KSTLS_MODE_STRICT)
         );
         c.set_strict(false);
-        assert!(c.fill(0xcccc, tp + 0x1000, id, 3, 0x7000));
+        assert!(c.fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000));
         Ok(())
     }
 
     #[test]
     fn a_shared_thread_pointer_is_never_answered_again() -> Result {
+        let (mut ca, mut cb) = (0u64, 0u64);
         let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
         let tp = 0x7f00_0000_1000u64;
         let id = (1u64 << 32) | 3;
         let home = hash(tp);
-        assert!(c.fill(0xaaaa, tp, id, 3, 0x5000));
+        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000));
         let dtv = c.slot_word(home, SLOT_DTV).load(Ordering::Relaxed) as usize;
         // Another task with the same thread pointer: the slot stops showing it, for good.
-        assert!(!c.fill(0xbbbb, tp, id, 3, 0x6000));
+        assert!(!c.fill(0xbbbb, tp, &mut cb, id, 3, 0x6000));
         assert_eq!(
             c.slot_word(home, SLOT_TP).load(Ordering::Relaxed),
             TP_SHARED
@@ -464,10 +478,10 @@ mod tests {
         assert_eq!(empty, Cache::dtv_offset(4));
         assert_eq!(c.word(empty + 3 * 16).load(Ordering::Relaxed), 0);
         c.forget_task(0xaaaa, tp);
-        assert!(!c.fill(0xaaaa, tp, id, 3, 0x5000));
+        assert!(!c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000));
         c.set_strict(true);
         c.set_strict(false);
-        assert!(!c.fill(0xbbbb, tp, id, 3, 0x6000));
+        assert!(!c.fill(0xbbbb, tp, &mut cb, id, 3, 0x6000));
         assert_eq!(
             c.slot_word(home, SLOT_TP).load(Ordering::Relaxed),
             TP_SHARED
@@ -478,11 +492,13 @@ mod tests {
 
     #[test]
     fn a_thread_that_moves_keeps_one_slot() -> Result {
+        let mut ca = 0u64;
         let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
         let (old, new) = (0x7f00_0000_1000u64, 0x7f00_4000_1000u64);
         let id = (1u64 << 32) | 3;
-        assert!(c.fill(0xaaaa, old, id, 3, 0x5000));
-        assert!(c.fill(0xaaaa, new, id, 3, 0x5000));
+        assert!(c.fill(0xaaaa, old, &mut ca, id, 3, 0x5000));
+        assert!(c.fill(0xaaaa, new, &mut ca, id, 3, 0x5000));
+        assert_eq!(ca, new);
         assert_eq!(c.cached_threads(), 1);
         assert_eq!(c.slot_word(hash(old), SLOT_TP).load(Ordering::Relaxed), 0);
         assert_eq!(c.slot_word(hash(new), SLOT_TP).load(Ordering::Relaxed), new);
@@ -490,18 +506,26 @@ mod tests {
         assert_eq!(c.cached_threads(), 0);
         // Both entry pages are free again.
         for t in 0..4u64 {
-            assert!(c.fill(0x100 + t as usize, 0x7f10_0000_0000 + (t << 23), id, 3, 0x9000));
+            assert!(c.fill(
+                0x100 + t as usize,
+                0x7f10_0000_0000 + (t << 23),
+                &mut 0,
+                id,
+                3,
+                0x9000
+            ));
         }
         Ok(())
     }
 
     #[test]
     fn modules_of_one_index_share_an_entry() -> Result {
+        let mut ca = 0u64;
         let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
         let tp = 0x7f00_0000_2000u64;
         let (a, b) = ((1u64 << 32) | 3, (1u64 << 32) | (3 + DTV_ENTRIES as u64));
-        assert!(c.fill(0xaaaa, tp, a, 3, 0x5000));
-        assert!(c.fill(0xaaaa, tp, b, 3 + DTV_ENTRIES as u32, 0x6000));
+        assert!(c.fill(0xaaaa, tp, &mut ca, a, 3, 0x5000));
+        assert!(c.fill(0xaaaa, tp, &mut ca, b, 3 + DTV_ENTRIES as u32, 0x6000));
         let dtv = c.slot_word(hash(tp), SLOT_DTV).load(Ordering::Relaxed) as usize;
         // The last one filled holds the entry; forgetting the other leaves it.
         assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), b);
@@ -521,6 +545,7 @@ mod tests {
             let published = c.fill(
                 0x100 + t as usize,
                 0x7f00_0000_0000 + (t << 23),
+                &mut 0,
                 id,
                 0,
                 0x9000,

@@ -402,7 +402,14 @@ impl Context {
             totals.traps += 1;
         }
         if let (Some(c), Some(tp)) = (self.cache.as_ref(), tp) {
-            if c.fill(task.as_ptr() as usize, tp, module, slot, block) {
+            if c.fill(
+                task.as_ptr() as usize,
+                tp,
+                &mut t.cached_tp,
+                module,
+                slot,
+                block,
+            ) {
                 totals.fills += 1;
             }
         }

@@ -30,6 +30,8 @@ pub(crate) struct Thread {
     /// The task's FS base (thread pointer) when the table was made; `ADOPT` finds a forked
     /// child's thread by it.
     pub(crate) fsbase: u64,
+    /// The thread pointer the cache last published this thread under, 0: never (`Cache::fill`).
+    pub(crate) cached_tp: u64,
     blocks: KVec<Option<Block>>,
     /// The thread's row of packed blocks (`PackedRows`), once it has one.
     pub(crate) row: Option<usize>,
@@ -48,6 +50,7 @@ impl Thread {
         Self {
             task: task.into(),
             fsbase,
+            cached_tp: 0,
             blocks: KVec::new(),
             row: None,
             nr_blocks: 0,
