@@ -23,10 +23,21 @@ exec 9>"$B.lock"
 flock 9
 # A new key (a config change) starts from the newest finished build of the same source: Kbuild
 # tracks dependencies per config symbol, so only what the change touches is rebuilt.
+# An interrupted copy leaves $B.tmp behind; it is never a seed and is redone from scratch.
+seed_for() {
+	local d best= newest=0 t
+	for d in "${1%-*}"-*/; do
+		d=${d%/}
+		[ -d "$d" ] && [ "$d" != "$1" ] && [ -f "$d/.kstls-built" ] || continue
+		case $d in *.tmp) continue ;; esac
+		t=$(stat -c %Y "$d/.kstls-built")
+		((t > newest)) && { newest=$t; best=$d; }
+	done
+	echo "$best"
+}
 if [ ! -d "$B" ]; then
-	seed=$(ls -td "${B%-*}"-*/ 2>/dev/null | while read -r d; do
-		[ -f "$d/.kstls-built" ] && { echo "${d%/}"; break; }
-	done)
+	rm -rf "$B.tmp"
+	seed=$(seed_for "$B")
 	if [ -n "$seed" ]; then
 		say "seeding $B from $seed"
 		cp -a "$seed" "$B.tmp"
