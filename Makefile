@@ -51,9 +51,25 @@ install: modules
 	$(INSTALL) -D -m 0644 man/libkstls.3 $(DESTDIR)$(PREFIX)/share/man/man3/libkstls.3
 	$(MAKE) -C userspace-lib install PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
 
+# The module is removed for one kernel release: KERNELRELEASE, or that of KDIR when KDIR is
+# given. Neither given (the default KDIR is the project's test kernel, not necessarily the one
+# installed for), or a KDIR that is no kernel build: a clear error, and the releases that have
+# kstls.ko installed, rather than a module quietly left behind.
 uninstall:
-	rm -f $(addprefix $(DESTDIR),$(INST_FILES))
-	rm -f $(DESTDIR)/lib/modules/$(shell $(MAKE) -s -C $(KDIR) kernelrelease 2>/dev/null)/updates/kstls.ko
+	@rel='$(KERNELRELEASE)'; \
+	if [ -z "$$rel" ] && [ '$(origin KDIR)' != file ]; then \
+		rel=$$(cat '$(KDIR)/include/config/kernel.release' 2>/dev/null) || \
+		{ echo "make uninstall: KDIR=$(KDIR) is not a kernel build directory (no include/config/kernel.release)" >&2; exit 2; }; \
+	fi; \
+	if [ -z "$$rel" ]; then \
+		echo "make uninstall: for which kernel? Pass KDIR=<the build dir you installed with> or KERNELRELEASE=<release>, e.g. KERNELRELEASE=$$(uname -r)" >&2; \
+		echo "  kstls.ko is installed for: $$(cd '$(DESTDIR)/lib/modules' 2>/dev/null && ls -d */updates/kstls.ko 2>/dev/null | cut -d/ -f1 | tr '\n' ' ')" >&2; \
+		exit 2; \
+	fi; \
+	rm -f $(addprefix '$(DESTDIR),$(addsuffix ',$(INST_FILES))); \
+	ko='$(DESTDIR)'/lib/modules/$$rel/updates/kstls.ko; \
+	if [ -e "$$ko" ]; then rm -f "$$ko" && echo "removed $$ko"; \
+	else echo "make uninstall: note: no kstls.ko installed for kernel $$rel ($$ko)" >&2; fi
 
 setup:
 	scripts/setup.sh
@@ -70,9 +86,14 @@ check:
 demo:
 	scripts/demo.sh
 
+# shquote: $(1) (a variable's name) as one single-quoted shell word, from its unexpanded value,
+# so that neither make ($VAR) nor the host shell (; | > globs quotes) reads any of it.
+shquote = '$(subst ','\'',$(value $(1)))'
+
+# CMD reaches the guest's shell byte for byte and runs there (vm.sh gives one word to sh -c).
 vm-run:
-	@test -n "$(CMD)" || { echo "usage: make vm-run CMD='...' [VM_EXTRA=dir]"; exit 2; }
-	scripts/vm.sh run $(if $(VM_EXTRA),--extra $(VM_EXTRA)) -- $(CMD)
+	@test -n $(call shquote,CMD) || { echo "usage: make vm-run CMD='...' [VM_EXTRA=dir]" >&2; exit 2; }
+	scripts/vm.sh run $(if $(VM_EXTRA),--extra $(call shquote,VM_EXTRA)) -- $(call shquote,CMD)
 
 bench:
 	scripts/check.sh --build-only >/dev/null
@@ -80,10 +101,7 @@ bench:
 
 DURATION ?= 600
 fuzz:
-	scripts/check.sh --build-only >/dev/null
-	VM_TIMEOUT=$$(($(DURATION) + 600)) VM_TEST_TIMEOUT=$$(($(DURATION) + 300)) \
-	scripts/vm.sh run -- 'KSTLS_FUZZ_SECONDS=$(DURATION) KSTLS_FUZZ_CHURNERS=4 \
-		$(if $(SEED),KSTLS_FUZZ_SEED=$(SEED)) $(if $(IOCTLS),KSTLS_FUZZ_IOCTLS=$(IOCTLS)) \
-		$(if $(EXITS),KSTLS_FUZZ_EXITS=$(EXITS)) ./build/selftests/fuzz_test'
+	scripts/fuzz.sh DURATION=$(call shquote,DURATION) SEED=$(call shquote,SEED) \
+		IOCTLS=$(call shquote,IOCTLS) EXITS=$(call shquote,EXITS)
 
 .PHONY: all modules modules_install clean rust-analyzer setup kernel selftests check demo vm-run bench fuzz install uninstall

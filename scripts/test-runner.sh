@@ -277,7 +277,7 @@ boot_tests() {
 	launch selftest check --no-module --insmod "$ko" --tests "$OUT/fail-tests"
 	launch warn check --no-module --insmod "$ko fail=warn" --tests "$OUT/no-tests"
 	launch run run --no-module --insmod "$ko fail=leak" --extra "$OUT/extra" \
-		-- 'cat /mnt/extra/greeting; exit 7'
+		-- sh -c 'cat /mnt/extra/greeting; exit 7'
 	wait
 
 	judge clean "a clean canary and passing selftests (musl) pass" 0 "3 passed, 0 failed" ""

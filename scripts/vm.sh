@@ -5,7 +5,11 @@
 # generated initramfs, and run the selftests or a command in it with kstls.ko loaded.
 #
 #   vm.sh check [OPTIONS]           run every executable *_test of build/selftests, sorted
-#   vm.sh run [OPTIONS] -- CMD...   run CMD with sh -c in /kstls; exit with its status
+#   vm.sh run [OPTIONS] -- CMD      run the shell command CMD (one word) with sh -c in /kstls
+#   vm.sh run [OPTIONS] -- PROG ARG...   run PROG with exactly these arguments (several words:
+#                                   each is quoted for the guest's shell, so none is split)
+#   Either way the guest gets the bytes given: nothing is expanded on the host. Exit status: the
+#   command's.
 #
 # Options:
 #   --no-module          do not load kstls.ko (it need not exist then)
@@ -188,7 +192,15 @@ VM_TEST_TIMEOUT=$test_timeout
 VM_EXTRA=$([ -n "$extra" ] && echo 1 || echo 0)
 VM_DEADLINE=$((timeout > 40 ? timeout - 20 : timeout / 2))
 EOF
-echo "${cmd[*]}" >"$stage/cmd"
+# One word is a shell command, passed as it is; several are an argument vector, each word quoted
+# ('...', with ' as '\'') so that the guest's sh -c sees the same words.
+if ((${#cmd[@]} == 1)); then
+	printf '%s\n' "${cmd[0]}" >"$stage/cmd"
+else
+	sq="'\\''"
+	for w in "${cmd[@]}"; do printf "'%s' " "${w//\'/$sq}"; done >"$stage/cmd"
+	echo >>"$stage/cmd"
+fi
 
 "$GEN_INIT_CPIO" "$stage/initramfs.list" >"$stage/initramfs.cpio" ||
 	die "gen_init_cpio failed on $stage/initramfs.list"
