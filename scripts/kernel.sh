@@ -5,6 +5,7 @@
 #
 #   kernel.sh build   build (or bring up to date) and print the build directory (the KDIR)
 #   kernel.sh dir     print the build directory without building
+#   kernel.sh seed    only find and seed the build directory (below), print it; builds nothing
 #
 # The build directory is keyed by the Debian source version, selftests/config and the config
 # steps below, so a change to any of them builds a new kernel and an unchanged key is reused.
@@ -15,7 +16,7 @@ set -euo pipefail
 cmd=${1:-build}
 B=$(kbuild_dir) || die "no kernel source: run scripts/setup.sh first"
 [ "$cmd" = dir ] && { echo "$B"; exit 0; }
-[ "$cmd" = build ] || die "usage: kernel.sh build|dir"
+case $cmd in build | seed) ;; *) die "usage: kernel.sh build|dir|seed" ;; esac
 
 SRC=$(ksrc)
 mkdir -p "$(dirname "$B")"
@@ -46,6 +47,7 @@ if [ ! -d "$B" ]; then
 	fi
 fi
 mkdir -p "$B"
+[ "$cmd" = seed ] && { echo "$B"; exit 0; }
 KMAKE=(make -s -C "$SRC" O="$B" "${KTOOLS[@]}" -j"$JOBS")
 
 # --- config key ---  (everything from here on is part of the cache key)
