@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # check.sh - what `make check` runs: set up the machine, build the test kernel, kstls.ko and the
-# selftests, prove that the test runner catches failures (test-runner.sh), boot the guest and
+# selftests, prove that the test runner catches failures (test-runner.sh) and that the scripts
+# and make targets behave (test-scripts.sh), boot the guest and
 # run every test in it (vm.sh check), judge its log (results.py), and print the grand totals.
 #
 #   check.sh               everything above
@@ -81,6 +82,8 @@ out=$KSTLS_ROOT/build/guest
 mkdir -p "$out"
 stage test-runner tee_to "$out/test-runner.txt" "$KSTLS_ROOT/scripts/test-runner.sh" || true
 add_totals test-runner.sh "$out/test-runner.txt"
+stage scripts tee_to "$out/test-scripts.txt" "$KSTLS_ROOT/scripts/test-scripts.sh" || true
+add_totals test-scripts.sh "$out/test-scripts.txt"
 stage guest "$KSTLS_ROOT/scripts/vm.sh" check || true
 stage results tee_to "$out/results-check.txt" \
 	python3 "$KSTLS_ROOT/scripts/results.py" "$out/serial-check.log" || true
