@@ -8,7 +8,7 @@
 //! address-valued entries in place, musl does not. `Module::ptr` accepts both.
 
 use crate::arch;
-use crate::sys::PAGE;
+use crate::arch::PAGE;
 
 #[repr(C)]
 pub(crate) struct Ehdr {
@@ -262,9 +262,7 @@ impl Module {
                 }
                 let buckets = gh.add(4 + 2 * bloom as usize);
                 let chains = buckets.add(nbuckets as usize);
-                let h = name
-                    .iter()
-                    .fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32));
+                let h = gnu_hash(name);
                 let mut i = *buckets.add((h % nbuckets) as usize);
                 if i < symoffset {
                     return None;
@@ -290,10 +288,7 @@ impl Module {
             if nbucket == 0 {
                 return None;
             }
-            let h = name.iter().fold(0u32, |h, &c| {
-                let h = (h << 4).wrapping_add(c as u32);
-                (h ^ ((h & 0xf000_0000) >> 24)) & 0x0fff_ffff
-            });
+            let h = sysv_hash(name);
             let mut i = *hash.add(2 + (h % nbucket) as usize);
             while i != 0 {
                 if let Some(a) = matches(i) {
@@ -304,4 +299,20 @@ impl Module {
         }
         None
     }
+}
+
+/// The hash of `DT_GNU_HASH` tables (Bernstein's, `h * 33 + c` from 5381).
+#[cfg(feature = "capi")]
+pub(crate) fn gnu_hash(name: &[u8]) -> u32 {
+    name.iter()
+        .fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32))
+}
+
+/// The hash of System V `DT_HASH` tables (the ELF specification's `elf_hash`).
+#[cfg(feature = "capi")]
+pub(crate) fn sysv_hash(name: &[u8]) -> u32 {
+    name.iter().fold(0u32, |h, &c| {
+        let h = (h << 4).wrapping_add(c as u32);
+        (h ^ ((h & 0xf000_0000) >> 24)) & 0x0fff_ffff
+    })
 }

@@ -28,15 +28,15 @@ use core::sync::atomic::Ordering::Relaxed;
 use rustix::io::Errno;
 use rustix::mm::MprotectFlags;
 
+use crate::arch::PAGE;
 use crate::context;
 use crate::elf::Module;
 use crate::elf::Phdr;
 use crate::elf::PT_GNU_RELRO;
 use crate::elf::PT_TLS;
 use crate::elf::R_X86_64_DTPMOD64;
-use crate::sys;
-use crate::sys::Guard;
-use crate::sys::PAGE;
+use crate::lock;
+use crate::lock::Guard;
 
 /// Whether `register_self` points the module's `ti_module` slots at the kstls id: only when
 /// this copy exports the `__tls_get_addr` those slots are passed to (see the module doc).
@@ -83,7 +83,7 @@ pub(crate) unsafe fn register_self(addr: usize) -> Result<u64, Errno> {
 ///
 /// As for `register_self`.
 pub(crate) unsafe fn register_located(m: &Module, tls: &Phdr) -> Result<u64, Errno> {
-    let g = sys::lock();
+    let g = lock::lock();
     if let Some(i) = find(m.base) {
         return Ok(SELF_ID[i].load(Relaxed));
     }
@@ -116,7 +116,7 @@ pub(crate) unsafe fn register_located(m: &Module, tls: &Phdr) -> Result<u64, Err
 /// Unregisters the module `register_located` registered as `id`; `EINVAL` when there is none
 /// (never registered, or unregistered already).
 pub(crate) fn unregister_id(id: u64) -> Result<(), Errno> {
-    let g = sys::lock();
+    let g = lock::lock();
     let i = (0..MAX_SELF)
         .find(|&i| SELF_BASE[i].load(Relaxed) != 0 && SELF_ID[i].load(Relaxed) == id)
         .ok_or(Errno::INVAL)?;
@@ -133,7 +133,7 @@ pub(crate) fn unregister_id(id: u64) -> Result<(), Errno> {
 #[cfg(feature = "capi")]
 pub(crate) unsafe fn unregister_self(addr: usize) -> Result<(), Errno> {
     let m = Module::containing(addr).ok_or(Errno::NOEXEC)?;
-    let g = sys::lock();
+    let g = lock::lock();
     let i = find(m.base).ok_or(Errno::NOENT)?;
     let id = SELF_ID[i].load(Relaxed);
     SELF_BASE[i].store(0, Relaxed);
