@@ -126,3 +126,30 @@ pub(crate) fn readable(addr: usize) -> bool {
     let r = unsafe { syscall6(SYS_RT_SIGPROCMASK, [usize::MAX, addr, 0, 8, 0, 0]) };
     r == EINVAL
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_pointer_is_the_fs_base_under_glibc() {
+        let fs = fs_base();
+        assert_ne!(fs, 0);
+        // SAFETY: The test runs in a glibc thread, whose FS base is its self-pointing TCB.
+        assert_eq!(unsafe { thread_pointer() }, fs);
+    }
+
+    #[test]
+    fn readable_tells_mapped_from_unmapped() {
+        let word = 0u64;
+        assert!(readable(&word as *const u64 as usize));
+        assert!(!readable(0));
+        assert!(!readable(usize::MAX - PAGE + 1));
+    }
+
+    #[test]
+    fn sigprocmask_returns_the_old_mask() {
+        let old = sigprocmask(SIG_SETMASK, 1 << 9); // SIGUSR1
+        assert_eq!(sigprocmask(SIG_SETMASK, old), 1 << 9);
+    }
+}

@@ -73,15 +73,15 @@ const _: () = assert!(KSTLS_CACHE_DTV_ENTRIES == 256);
 /// multiplier; the right shift that leaves the home slot's index times the slot size (then
 /// `and $-16`); the byte offset of the slot array; the index mask of the probe loop, in bytes;
 /// the probes after the home slot's.
-#[cfg(feature = "capi")]
+#[cfg(any(feature = "capi", test))]
 pub(crate) const ASM_HASH_MUL: i64 = KSTLS_CACHE_HASH_MUL;
-#[cfg(feature = "capi")]
+#[cfg(any(feature = "capi", test))]
 pub(crate) const ASM_HASH_SHIFT: u32 = 64 - 4 - KSTLS_CACHE_SLOTS_LOG2;
-#[cfg(feature = "capi")]
+#[cfg(any(feature = "capi", test))]
 pub(crate) const ASM_SLOTS: u32 = KSTLS_CACHE_SLOTS_OFFSET;
-#[cfg(feature = "capi")]
+#[cfg(any(feature = "capi", test))]
 pub(crate) const ASM_SLOT_MASK: u64 = (NR_SLOTS - 1) << 4;
-#[cfg(feature = "capi")]
+#[cfg(any(feature = "capi", test))]
 pub(crate) const ASM_PROBES_AFTER_HOME: u32 = KSTLS_CACHE_PROBES - 1;
 
 /// Bytes that a lookup may read from a cache before its tp check fails: the header page (entries
@@ -257,4 +257,268 @@ unsafe fn lookup(cache: u64, dtv_limit: u64, tp: u64, module: u64, offset: u64) 
         h += 1;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::uapi::KSTLS_CACHE_TP_SHARED;
+    use crate::uapi::KSTLS_MODULE_ID_MIN;
+
+    /// Threads cached by the synthetic caches below.
+    const THREADS: usize = 4;
+    /// Where thread `t`'s entries are: after the slot array, one array per thread.
+    const fn dtv_offset(t: usize) -> u64 {
+        (KSTLS_CACHE_SLOTS_OFFSET as usize + NR_SLOTS as usize * SLOT + t * 256 * ENTRY) as u64
+    }
+
+    /// A cache page built to the layout of `uapi/kstls.h`, as the kernel would fill it.
+    struct Cache {
+        words: Vec<u64>,
+    }
+
+    impl Cache {
+        fn new() -> Self {
+            let mut c = Cache {
+                words: std::vec![0; dtv_offset(THREADS) as usize / 8],
+            };
+            let h = kstls_cache_header {
+                magic: KSTLS_CACHE_MAGIC,
+                version: KSTLS_CACHE_VERSION,
+                nr_slots: NR_SLOTS as u32,
+                nr_slots_log2: KSTLS_CACHE_SLOTS_LOG2,
+                nr_probes: KSTLS_CACHE_PROBES,
+                dtv_entries: KSTLS_CACHE_DTV_ENTRIES,
+                slots_offset: KSTLS_CACHE_SLOTS_OFFSET as u64,
+                ..Default::default()
+            };
+            *c.header() = h;
+            c
+        }
+
+        fn header(&mut self) -> &mut kstls_cache_header {
+            // SAFETY: The words start with room for a header, suitably aligned.
+            unsafe { &mut *(self.words.as_mut_ptr() as *mut kstls_cache_header) }
+        }
+
+        fn len(&self) -> usize {
+            self.words.len() * 8
+        }
+
+        fn addr(&self) -> u64 {
+            self.words.as_ptr() as u64
+        }
+
+        fn limit(&self) -> u64 {
+            dtv_offset(THREADS - 1)
+        }
+
+        fn set(&mut self, byte: u64, v: u64) {
+            self.words[byte as usize / 8] = v;
+        }
+
+        /// Slot `i` holds thread `tp`, whose entries are array `t`.
+        fn slot(&mut self, i: u64, tp: u64, t: usize) {
+            let at = KSTLS_CACHE_SLOTS_OFFSET as u64 + (i % NR_SLOTS) * SLOT as u64;
+            self.set(at, tp);
+            self.set(at + 8, dtv_offset(t));
+        }
+
+        /// Thread array `t` caches `block` for `module`.
+        fn entry(&mut self, t: usize, module: u64, block: u64) {
+            let at = dtv_offset(t) + (module as u32 as u64 % 256) * ENTRY as u64;
+            self.set(at, module);
+            self.set(at + 8, block);
+        }
+
+        fn lookup(&self, tp: u64, module: u64, offset: u64) -> Option<u64> {
+            // SAFETY: The words hold the header page, the slot array and the entry arrays at
+            // every offset up to `limit()`.
+            unsafe { lookup(self.addr(), self.limit(), tp, module, offset) }
+        }
+    }
+
+    fn home(tp: u64) -> u64 {
+        tp.wrapping_mul(KSTLS_CACHE_HASH_MUL as u64) >> (64 - KSTLS_CACHE_SLOTS_LOG2)
+    }
+
+    const TP: u64 = 0x7f12_3456_7740;
+    const ID: u64 = (3 << 32) | 5;
+    const BLOCK: u64 = 0x7f00_0000_1000;
+
+    #[test]
+    fn a_hit_in_the_home_slot_is_block_plus_offset() {
+        let mut c = Cache::new();
+        c.slot(home(TP), TP, 0);
+        c.entry(0, ID, BLOCK);
+        assert_eq!(c.lookup(TP, ID, 0), Some(BLOCK));
+        assert_eq!(c.lookup(TP, ID, 0x18), Some(BLOCK + 0x18));
+    }
+
+    #[test]
+    fn another_thread_or_generation_misses() {
+        let mut c = Cache::new();
+        c.slot(home(TP), TP, 0);
+        c.entry(0, ID, BLOCK);
+        assert_eq!(c.lookup(TP + 0x1000, ID, 0), None, "another thread pointer");
+        assert_eq!(
+            c.lookup(TP, ID + KSTLS_MODULE_ID_MIN, 0),
+            None,
+            "a newer generation"
+        );
+        assert_eq!(c.lookup(TP, ID + 1, 0), None, "another registry slot");
+        assert_eq!(
+            c.lookup(TP, ID + 256, 0),
+            None,
+            "a registry slot sharing the entry"
+        );
+    }
+
+    #[test]
+    fn modules_sharing_an_entry_hit_only_for_the_one_cached() {
+        let mut c = Cache::new();
+        let other = ID + 256;
+        c.slot(home(TP), TP, 0);
+        c.entry(0, other, BLOCK + 0x100);
+        assert_eq!(c.lookup(TP, other, 4), Some(BLOCK + 0x104));
+        assert_eq!(c.lookup(TP, ID, 4), None);
+    }
+
+    #[test]
+    fn probing_finds_a_slot_after_the_home_slot() {
+        let mut c = Cache::new();
+        let h = home(TP);
+        for i in 0..KSTLS_CACHE_PROBES as u64 - 1 {
+            c.slot(h + i, 0x1000 + i, 1);
+        }
+        c.slot(h + KSTLS_CACHE_PROBES as u64 - 1, TP, 0);
+        c.entry(0, ID, BLOCK);
+        c.entry(1, ID, BLOCK + 0x5000);
+        assert_eq!(c.lookup(TP, ID, 8), Some(BLOCK + 8));
+    }
+
+    #[test]
+    fn probing_stops_after_nr_probes_slots() {
+        let mut c = Cache::new();
+        let h = home(TP);
+        for i in 0..KSTLS_CACHE_PROBES as u64 {
+            c.slot(h + i, 0x1000 + i, 1);
+        }
+        c.slot(h + KSTLS_CACHE_PROBES as u64, TP, 0);
+        c.entry(0, ID, BLOCK);
+        assert_eq!(c.lookup(TP, ID, 0), None);
+    }
+
+    #[test]
+    fn probing_wraps_around_the_slot_array() {
+        let tp = (1..)
+            .map(|k: u64| k << 12)
+            .find(|&tp| home(tp) == NR_SLOTS - 1)
+            .unwrap();
+        let mut c = Cache::new();
+        c.slot(NR_SLOTS - 1, KSTLS_CACHE_TP_SHARED as u64, 1);
+        c.slot(0, tp, 0);
+        c.entry(0, ID, BLOCK);
+        assert_eq!(c.lookup(tp, ID, 0), Some(BLOCK));
+    }
+
+    #[test]
+    fn the_own_slot_without_the_entry_ends_the_search() {
+        let mut c = Cache::new();
+        let h = home(TP);
+        c.slot(h, TP, 0);
+        c.slot(h + 1, TP, 1);
+        c.entry(1, ID, BLOCK);
+        assert_eq!(c.lookup(TP, ID, 0), None);
+    }
+
+    #[test]
+    fn a_dtv_offset_past_the_limit_never_hits() {
+        let mut c = Cache::new();
+        c.slot(home(TP), TP, THREADS - 1);
+        c.entry(THREADS - 1, ID, BLOCK);
+        assert_eq!(c.lookup(TP, ID, 0), Some(BLOCK), "at the limit");
+        let at = KSTLS_CACHE_SLOTS_OFFSET as u64 + home(TP) * SLOT as u64;
+        c.set(at + 8, c.limit() + 8);
+        assert_eq!(c.lookup(TP, ID, 0), None, "past the limit");
+    }
+
+    #[test]
+    fn the_empty_cache_misses_for_every_thread_and_module() {
+        // SAFETY: `EMPTY_CACHE` covers the header page and the slot array; with `dtv_limit` 0
+        // every entry read is in its first page.
+        let miss = |tp, m| unsafe { lookup(empty_cache(), 0, tp, m, 0) };
+        for tp in [TP, 0x1000, u64::MAX & !7] {
+            assert_eq!(miss(tp, ID), None);
+            assert_eq!(miss(tp, KSTLS_MODULE_ID_MIN), None);
+        }
+    }
+
+    #[test]
+    fn the_header_must_have_the_built_in_geometry() {
+        let mut c = Cache::new();
+        let len = c.len();
+        let limit = len as u64 - 256 * ENTRY as u64;
+        assert_eq!(dtv_limit(c.header(), len), Some(limit));
+        let bad: [fn(&mut kstls_cache_header); 7] = [
+            |h| h.magic ^= 1,
+            |h| h.version += 1,
+            |h| h.nr_slots /= 2,
+            |h| h.nr_slots_log2 -= 1,
+            |h| h.nr_probes += 1,
+            |h| h.dtv_entries *= 2,
+            |h| h.slots_offset += 4096,
+        ];
+        for f in bad {
+            let mut h = *c.header();
+            f(&mut h);
+            assert_eq!(dtv_limit(&h, len), None);
+        }
+        let short = KSTLS_CACHE_SLOTS_OFFSET as usize + NR_SLOTS as usize * SLOT - 1;
+        assert_eq!(dtv_limit(c.header(), short), None, "slots past the mapping");
+    }
+
+    #[test]
+    fn the_assembly_immediates_compute_the_same_slots() {
+        for tp in [TP, 0x1000, 0x7fff_ffff_f000, u64::MAX & !7] {
+            let h = tp.wrapping_mul(ASM_HASH_MUL as u64) >> ASM_HASH_SHIFT & !15;
+            assert_eq!(h, home(tp) * SLOT as u64);
+            let probes: std::vec::Vec<u64> = (1..=ASM_PROBES_AFTER_HOME as u64)
+                .map(|i| (h + 16 * i) & ASM_SLOT_MASK)
+                .collect();
+            let want: std::vec::Vec<u64> = (1..KSTLS_CACHE_PROBES as u64)
+                .map(|i| (home(tp) + i) % NR_SLOTS * SLOT as u64)
+                .collect();
+            assert_eq!(probes, want);
+        }
+        assert_eq!(ASM_SLOTS as u64, KSTLS_CACHE_SLOTS_OFFSET as u64);
+    }
+
+    /// Tests that publish a cache in `FAST` take turns.
+    static PUBLISHED: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn fast_lookup_reads_the_published_cache_for_this_thread() {
+        let _turn = PUBLISHED.lock().unwrap();
+        assert_eq!(fast_lookup(ID, 0), None, "no cache published");
+        // SAFETY: A glibc thread: %fs:0 is its thread pointer.
+        let tp = unsafe { arch::thread_pointer() };
+        let mut c = Cache::new();
+        c.slot(home(tp), tp, 2);
+        c.entry(2, ID, BLOCK);
+        FAST.dtv_limit.store(c.limit(), Relaxed);
+        FAST.delta
+            .store(c.addr().wrapping_sub(empty_cache()), Release);
+        let hit = fast_lookup(ID, 0x40);
+        let other = fast_lookup(ID + KSTLS_MODULE_ID_MIN, 0);
+        let elsewhere = std::thread::spawn(|| fast_lookup(ID, 0)).join().unwrap();
+        FAST.delta.store(0, Release);
+        FAST.dtv_limit.store(0, Relaxed);
+        assert_eq!(hit, Some(BLOCK + 0x40));
+        assert_eq!(other, None);
+        assert_eq!(elsewhere, None, "another thread's pointer finds no slot");
+    }
 }

@@ -62,3 +62,19 @@ pub(crate) fn die_errno(msg: &[u8], e: Errno) -> ! {
     say(decimal(e.raw_os_error() as u32, &mut [0; DECIMAL_MAX]));
     die(b"\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_writes_every_digit() {
+        let mut buf = [0; DECIMAL_MAX];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(7, &mut buf), b"7");
+        assert_eq!(decimal(22, &mut buf), b"22");
+        assert_eq!(decimal(4095, &mut buf), b"4095");
+        assert_eq!(decimal(1_000_000, &mut buf), b"1000000");
+        assert_eq!(decimal(u32::MAX, &mut buf), b"4294967295");
+    }
+}

@@ -68,3 +68,36 @@ fn at_base(auxv: &[u64]) -> Option<usize> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_base_is_read_up_to_at_null() {
+        assert_eq!(at_base(&[6, 4096, 7, 0x7f00_0000, 0, 0]), Some(0x7f00_0000));
+        assert_eq!(
+            at_base(&[6, 4096, 0, 0, 7, 0x7f00_0000]),
+            None,
+            "after AT_NULL"
+        );
+        assert_eq!(at_base(&[7, 0, 0, 0]), None, "a static program's 0");
+        assert_eq!(at_base(&[6, 4096, 7]), None, "a truncated pair");
+        assert_eq!(at_base(&[]), None);
+    }
+
+    extern "C" {
+        /// The dynamic linker's, which glibc's `libc.so` link script brings in.
+        fn __tls_get_addr();
+    }
+
+    #[test]
+    fn finds_the_dynamic_linkers_own_tls_get_addr() {
+        let want = __tls_get_addr as unsafe extern "C" fn() as usize;
+        assert!(
+            interpreter_base().is_some(),
+            "the test program has an interpreter"
+        );
+        assert_eq!(find_tls_get_addr(), Some(want));
+    }
+}

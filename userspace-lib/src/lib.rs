@@ -51,9 +51,10 @@
 //!
 //! `capi.rs`, `entry.rs`, `die.rs`, `host.rs` and `exports.rs` exist only in the C library.
 //! Every system call is a raw one (rustix's linux_raw backend, plus the few rustix lacks in
-//! `arch.rs`).
+//! `arch.rs`). Host-side unit tests (`make -C userspace-lib unit-test`) sit at the bottom of the
+//! file under test and build the crate with `std`.
 
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 mod api;
 mod arch;
@@ -61,14 +62,14 @@ mod cache;
 #[cfg(feature = "capi")]
 mod capi;
 mod context;
-#[cfg(feature = "capi")]
+#[cfg(any(feature = "capi", test))]
 mod die;
 mod elf;
 #[cfg(feature = "capi")]
 mod entry;
 #[cfg(feature = "archive")]
 mod exports;
-#[cfg(feature = "capi")]
+#[cfg(any(feature = "capi", test))]
 mod host;
 mod lock;
 mod selfreg;
