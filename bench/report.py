@@ -43,7 +43,7 @@ IMPLS = {
     "kstls_gd": "libkstls, a compiler-generated general-dynamic access in a module that"
                 " registered itself (kstls_register_self rewrote its GOT; its own copy of"
                 " libkstls)",
-    "kstls_ref": "the reference C lookup of selftests/cache_test.c, on a context of its own",
+    "kstls_ref": "the reference C lookup of selftests/kstls_cache.h, on a context of its own",
 }
 SCALED = ["glibc_gd", "kstls_cached", "kstls_strict"]
 SUMMARY_HEADER = ["path", "threads", "modules", "ns_median", "ns_p10", "ns_p90"]
