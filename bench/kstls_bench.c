@@ -256,7 +256,7 @@ static void setup(void)
 		cached_op = ref_op;
 		cached_misses = ref_misses;
 		memcpy(ti_cached, ti_ref, sizeof(ti_ref));
-		printf("KB:env:kstls_cached_impl=reference C lookup of selftests/cache_test.c "
+		printf("KB:env:kstls_cached_impl=reference C lookup of selftests/kstls_cache.h "
 		       "(libkb_kstls_ref.so), GET_ADDR on a miss; libkstls was not built\n");
 		return;
 	}

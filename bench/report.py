@@ -43,7 +43,7 @@ IMPLS = {
     "kstls_gd": "libkstls, a compiler-generated general-dynamic access in a module that"
                 " registered itself (kstls_register_self rewrote its GOT; its own copy of"
                 " libkstls)",
-    "kstls_ref": "the reference C lookup of selftests/cache_test.c, on a context of its own",
+    "kstls_ref": "the reference C lookup of selftests/kstls_cache.h, on a context of its own",
 }
 SCALED = ["glibc_gd", "kstls_cached", "kstls_strict"]
 SUMMARY_HEADER = ["path", "threads", "modules", "ns_median", "ns_p10", "ns_p90"]
@@ -286,7 +286,7 @@ def table(env, threads, modules, rows, stats, args):
             "-" if p == "kmod_nop" else fmt(s["median"] - base) + (" (- getuid)" if p == "getppid" else "")))
     w("")
 
-    w("### Targets (issues 5 and 6), this run\n")
+    w("### Targets of the strict and cached paths, this run\n")
     base = med[("kstls_cached", 1, 1)]
     k1, f1, g1 = ("kstls_cached", 1, 1), ("fs_le", 1, 1), ("glibc_gd", 1, 1)
     flat_threads = max(med[("kstls_cached", t, 1)] / base for t in threads)

@@ -96,6 +96,20 @@ else
 	failed=$((failed + 1))
 	echo "FAIL symbols: $(tail -n 3 "$out/symbols.txt")"
 fi
+# Host-side: cargo test of the library's pure logic (ELF and _DYNAMIC parsing, hash lookups,
+# host_id, errno texts, fast_lookup on a synthetic cache page); each test counts.
+n=0
+if stage unit-test make -s -C "$KSTLS_ROOT/userspace-lib" unit-test >"$out/unit-test.txt" 2>&1 &&
+	grep -qE '^test result: ok\. [0-9]+ passed; 0 failed' "$out/unit-test.txt"; then
+	n=$(grep -E '^test result: ' "$out/unit-test.txt" | awk '{s += $4} END {print s + 0}')
+fi
+if ((${n:-0} > 0)); then
+	passed=$((passed + n))
+	echo "ok unit-test: $n cargo tests of libkstls's pure logic"
+else
+	failed=$((failed + 1))
+	echo "FAIL unit-test: $(tail -n 5 "$out/unit-test.txt")"
+fi
 # Host-side: the Rust crate's docs and examples build without a warning (cargo doc -D warnings).
 if stage rust-check make -s -C "$KSTLS_ROOT/userspace-lib" rust-check >"$out/rust-check.txt" 2>&1; then
 	passed=$((passed + 1))

@@ -383,3 +383,79 @@ impl Module {
         .map_err(Error::device)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_are_shown_by_name_and_number() {
+        assert_eq!(
+            Error::Os(1).to_string(),
+            "EPERM: operation not permitted (os error 1)"
+        );
+        assert_eq!(
+            Error::Os(25).to_string(),
+            "ENOTTY: not a kstls device (os error 25)"
+        );
+        assert_eq!(Error::Os(4095).to_string(), "os error 4095");
+        assert_eq!(Error::Os(-3).to_string(), "os error -3");
+    }
+
+    #[test]
+    fn every_named_errno_is_its_own() {
+        for e in [1, 13, 14, 19, 6, 9, 25] {
+            let text = Error::Os(e).to_string();
+            assert!(text.ends_with(&format!("(os error {e})")), "{text}");
+            assert!(text.starts_with('E'), "{text}");
+        }
+    }
+
+    #[test]
+    fn typed_errors_read_as_sentences() {
+        assert_eq!(
+            Error::NoDevice.to_string(),
+            "/dev/kstls does not exist (is kstls.ko loaded?)"
+        );
+        assert_eq!(
+            Error::NoTlsSegment.to_string(),
+            "the module has no PT_TLS segment"
+        );
+    }
+
+    #[test]
+    fn device_errors_map_to_variants_and_back() {
+        let cases = [
+            (Errno::NOENT, Error::NoDevice),
+            (Errno::PROTO, Error::AbiMismatch),
+            (Errno::INVAL, Error::InvalidArgument),
+            (Errno::TOOBIG, Error::TooLarge),
+            (Errno::NOMEM, Error::NoMemory),
+            (Errno::NOSPC, Error::TooManyModules),
+            (Errno::ACCESS, Error::Os(13)),
+        ];
+        for (e, want) in cases {
+            assert_eq!(Error::device(e), want);
+            assert_eq!(Error::device(e).errno(), e.raw_os_error());
+        }
+    }
+
+    #[test]
+    fn enoent_means_no_tls_segment_when_locating() {
+        assert_eq!(Error::locate(Errno::NOENT), Error::NoTlsSegment);
+        assert_eq!(Error::locate(Errno::NOEXEC), Error::NotElfModule);
+        assert_eq!(Error::locate(Errno::FAULT), Error::Os(14));
+        assert_eq!(Error::NoTlsSegment.errno(), Error::NoDevice.errno());
+    }
+
+    #[test]
+    fn offsets_past_the_module_are_refused_before_any_lookup() {
+        let m = Module {
+            id: crate::uapi::KSTLS_MODULE_ID_MIN,
+            origin: Origin::Image,
+            memsz: 16,
+        };
+        assert_eq!(m.tls_addr(16), Err(Error::InvalidArgument));
+        assert_eq!(m.tls_addr(u64::MAX), Err(Error::InvalidArgument));
+    }
+}

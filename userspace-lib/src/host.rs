@@ -1,53 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The host's own `__tls_get_addr`: the one of the dynamic linker that loaded the process
-//! (glibc's `ld-linux-x86-64.so.2`, musl's `ld-musl-x86_64.so.1`), which serves every module id
-//! below `KSTLS_MODULE_ID_MIN`. It is found without libc and without asking that linker: the
-//! interpreter's base from the auxiliary vector (`AT_BASE`, read from `/proc/self/auxv`), then
-//! `__tls_get_addr` in the interpreter's dynamic symbol table. A static program has no
-//! interpreter (`AT_BASE` 0) and hence no host `__tls_get_addr`.
-
-use core::sync::atomic::AtomicUsize;
-use core::sync::atomic::Ordering::Acquire;
-use core::sync::atomic::Ordering::Release;
+//! Finding the host's own `__tls_get_addr`: the one of the dynamic linker that loaded the
+//! process (glibc's `ld-linux-x86-64.so.2`, musl's `ld-musl-x86_64.so.1`), which serves every
+//! module id below `KSTLS_MODULE_ID_MIN`. A pure lookup, without libc and without asking that
+//! linker: the interpreter's base from the auxiliary vector (`AT_BASE`, read from
+//! `/proc/self/auxv`), then `__tls_get_addr` in the interpreter's dynamic symbol table. A static
+//! program has no interpreter (`AT_BASE` 0) and hence no host `__tls_get_addr`. Remembering the
+//! answer and forwarding to it is the entry's business (`entry.rs`).
 
 use rustix::fs::Mode;
 use rustix::fs::OFlags;
 
 use crate::elf::Module;
-use crate::uapi::kstls_tls_index;
 
-/// The host's `__tls_get_addr`: 0 not looked up yet, 1 there is none, else its address. The
-/// assembly entry jumps to it directly once known.
-pub(crate) static HOST_TLS_GET_ADDR: AtomicUsize = AtomicUsize::new(0);
-
-const NONE: usize = 1;
 const AT_NULL: u64 = 0;
 const AT_BASE: u64 = 7;
 
-type TlsGetAddr = unsafe extern "C" fn(*const kstls_tls_index) -> *mut core::ffi::c_void;
-
-/// The host's `__tls_get_addr`, looked up once (racing threads compute the same answer).
-pub(crate) fn tls_get_addr() -> Option<TlsGetAddr> {
-    let mut f = HOST_TLS_GET_ADDR.load(Acquire);
-    if f == 0 {
-        f = lookup().unwrap_or(NONE);
-        HOST_TLS_GET_ADDR.store(f, Release);
-    }
-    // SAFETY: `f` is the address of the interpreter's exported `__tls_get_addr`, a function
-    // with this signature.
-    (f != NONE).then(|| unsafe { core::mem::transmute::<usize, TlsGetAddr>(f) })
-}
-
-fn lookup() -> Option<usize> {
+/// The address of the interpreter's `__tls_get_addr`, if the process has an interpreter that
+/// defines one.
+pub(crate) fn find_tls_get_addr() -> Option<usize> {
     let base = interpreter_base()?;
     // SAFETY: AT_BASE is where the kernel mapped the interpreter, whose ELF header comes
     // first; it stays mapped for the life of the process.
     let ld = unsafe { Module::at(base) }?;
-    let f = ld.lookup(b"__tls_get_addr")?;
-    // Never forward to ourselves (a libkstls.so that is the interpreter is not a thing, but a
-    // wrong table must not turn into endless recursion).
-    (f != crate::arch::tls_get_addr_entry()).then_some(f)
+    ld.lookup(b"__tls_get_addr")
 }
 
 /// `AT_BASE` from `/proc/self/auxv`, read with raw syscalls into a stack buffer.
@@ -78,8 +54,12 @@ fn interpreter_base() -> Option<usize> {
         n
     };
     // SAFETY: The first `bytes` bytes were written by `read`.
-    let buf = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, bytes / 8) };
-    for pair in buf.chunks_exact(2) {
+    at_base(unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u64, bytes / 8) })
+}
+
+/// The non-zero `AT_BASE` of an auxiliary vector (type, value pairs up to `AT_NULL`).
+fn at_base(auxv: &[u64]) -> Option<usize> {
+    for pair in auxv.chunks_exact(2) {
         match pair[0] {
             AT_NULL => break,
             AT_BASE if pair[1] != 0 => return Some(pair[1] as usize),
@@ -87,4 +67,37 @@ fn interpreter_base() -> Option<usize> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_base_is_read_up_to_at_null() {
+        assert_eq!(at_base(&[6, 4096, 7, 0x7f00_0000, 0, 0]), Some(0x7f00_0000));
+        assert_eq!(
+            at_base(&[6, 4096, 0, 0, 7, 0x7f00_0000]),
+            None,
+            "after AT_NULL"
+        );
+        assert_eq!(at_base(&[7, 0, 0, 0]), None, "a static program's 0");
+        assert_eq!(at_base(&[6, 4096, 7]), None, "a truncated pair");
+        assert_eq!(at_base(&[]), None);
+    }
+
+    extern "C" {
+        /// The dynamic linker's, which glibc's `libc.so` link script brings in.
+        fn __tls_get_addr();
+    }
+
+    #[test]
+    fn finds_the_dynamic_linkers_own_tls_get_addr() {
+        let want = __tls_get_addr as unsafe extern "C" fn() as usize;
+        assert!(
+            interpreter_base().is_some(),
+            "the test program has an interpreter"
+        );
+        assert_eq!(find_tls_get_addr(), Some(want));
+    }
 }

@@ -38,27 +38,41 @@
 //!
 //! # Files
 //!
-//! `api.rs` (the Rust API), `capi.rs` (the C API), `uapi.rs` (the ABI, generated from
-//! `uapi/kstls.h`), `arch.rs` (the `__tls_get_addr` entry in assembly with the fast path, the
-//! thread pointer, raw syscalls), `context.rs` (the one context of this copy of the library:
-//! the `/dev/kstls` fd, the cache, fork adoption), `elf.rs` (a module's headers in memory:
-//! `PT_TLS`, `PT_DYNAMIC`, relocations, symbols), `selfreg.rs` (self-registration and the
-//! `ti_module` rewrite), `host.rs` (the host dynamic linker's own `__tls_get_addr`), `sys.rs`
-//! (system call helpers and the loud failure). Every system call is a raw one (rustix's
-//! linux_raw backend, plus the few rustix lacks in `arch.rs`).
+//! One concept per file, in layers that only look down (no file uses one that uses it back):
+//!
+//! | layer | files |
+//! | --- | --- |
+//! | leaves | `uapi.rs` (the ABI, generated from `uapi/kstls.h`); `arch.rs` (x86-64: the thread pointer, the FS base, raw syscalls) |
+//! | then | `lock.rs` (the one lock, signals blocked); `die.rs` (the loud failure); `elf.rs` (a module's headers in memory: `PT_TLS`, `_DYNAMIC`, relocations, symbols and their hash tables) |
+//! | then | `cache.rs` (the fast-path cache: `EMPTY_CACHE`, the wipe-on-fork `FAST`, mapping it, the lookup) |
+//! | then | `context.rs` (the `/dev/kstls` fd, fork adoption, the ioctls) |
+//! | then | `host.rs` (finding the host dynamic linker's `__tls_get_addr`); `selfreg.rs` (self-registration and the `ti_module` rewrite) |
+//! | top | `api.rs` (the Rust API); `capi.rs` (the C shims and the panic handler); `entry.rs` (the assembly `__tls_get_addr`, its slow path, host forwarding); `exports.rs` (the public symbols hidden in `libkstls.a`) |
+//!
+//! `capi.rs`, `entry.rs`, `die.rs`, `host.rs` and `exports.rs` exist only in the C library.
+//! Every system call is a raw one (rustix's linux_raw backend, plus the few rustix lacks in
+//! `arch.rs`). Host-side unit tests (`make -C userspace-lib unit-test`) sit at the bottom of the
+//! file under test and build the crate with `std`.
 
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 mod api;
 mod arch;
+mod cache;
 #[cfg(feature = "capi")]
 mod capi;
 mod context;
+#[cfg(any(feature = "capi", test))]
+mod die;
 mod elf;
 #[cfg(feature = "capi")]
+mod entry;
+#[cfg(feature = "archive")]
+mod exports;
+#[cfg(any(feature = "capi", test))]
 mod host;
+mod lock;
 mod selfreg;
-mod sys;
 mod uapi;
 
 pub use api::init;

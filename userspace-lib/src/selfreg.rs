@@ -28,15 +28,15 @@ use core::sync::atomic::Ordering::Relaxed;
 use rustix::io::Errno;
 use rustix::mm::MprotectFlags;
 
+use crate::arch::PAGE;
 use crate::context;
 use crate::elf::Module;
 use crate::elf::Phdr;
 use crate::elf::PT_GNU_RELRO;
 use crate::elf::PT_TLS;
 use crate::elf::R_X86_64_DTPMOD64;
-use crate::sys;
-use crate::sys::Guard;
-use crate::sys::PAGE;
+use crate::lock;
+use crate::lock::Guard;
 
 /// Whether `register_self` points the module's `ti_module` slots at the kstls id: only when
 /// this copy exports the `__tls_get_addr` those slots are passed to (see the module doc).
@@ -83,7 +83,7 @@ pub(crate) unsafe fn register_self(addr: usize) -> Result<u64, Errno> {
 ///
 /// As for `register_self`.
 pub(crate) unsafe fn register_located(m: &Module, tls: &Phdr) -> Result<u64, Errno> {
-    let g = sys::lock();
+    let g = lock::lock();
     if let Some(i) = find(m.base) {
         return Ok(SELF_ID[i].load(Relaxed));
     }
@@ -116,7 +116,7 @@ pub(crate) unsafe fn register_located(m: &Module, tls: &Phdr) -> Result<u64, Err
 /// Unregisters the module `register_located` registered as `id`; `EINVAL` when there is none
 /// (never registered, or unregistered already).
 pub(crate) fn unregister_id(id: u64) -> Result<(), Errno> {
-    let g = sys::lock();
+    let g = lock::lock();
     let i = (0..MAX_SELF)
         .find(|&i| SELF_BASE[i].load(Relaxed) != 0 && SELF_ID[i].load(Relaxed) == id)
         .ok_or(Errno::INVAL)?;
@@ -133,7 +133,7 @@ pub(crate) fn unregister_id(id: u64) -> Result<(), Errno> {
 #[cfg(feature = "capi")]
 pub(crate) unsafe fn unregister_self(addr: usize) -> Result<(), Errno> {
     let m = Module::containing(addr).ok_or(Errno::NOEXEC)?;
-    let g = sys::lock();
+    let g = lock::lock();
     let i = find(m.base).ok_or(Errno::NOENT)?;
     let id = SELF_ID[i].load(Relaxed);
     SELF_BASE[i].store(0, Relaxed);
@@ -221,4 +221,128 @@ unsafe fn rewrite_dtpmod(_g: &Guard, m: &Module, id: u64) -> Result<(), Errno> {
         protect(MprotectFlags::READ)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::synth::def;
+    use crate::elf::synth::undef;
+    use crate::elf::synth::Builder;
+    use crate::elf::synth::Dt;
+    use crate::elf::synth::Hash;
+    use crate::elf::DT_RELA;
+    use crate::elf::DT_RELASZ;
+
+    const DTPOFF64: u64 = 17;
+
+    /// A module whose GOT holds `slots`, each `(value the host's linker wrote, relocation
+    /// type, symbol name or "" for symbol 0)`, the symbols "own", "own2" (defined) and
+    /// "theirs" (not); with `relro`, the page of the GOT is read-only (`PT_GNU_RELRO`), as the
+    /// dynamic linker leaves it. Returns the module and the GOT's address.
+    fn module_with(slots: &[(u64, u64, &str)], relro: bool) -> (Module, u64) {
+        let mut b = Builder::new();
+        let syms = [def("own", 0), def("own2", 8), undef("theirs")];
+        b.symbols(&syms, Hash::Sysv, 2);
+        let got = b.words(&slots.iter().map(|s| s.0).collect::<std::vec::Vec<_>>());
+        let mut rela = std::vec::Vec::new();
+        for (i, &(_, ty, name)) in slots.iter().enumerate() {
+            let sym = if name.is_empty() { 0 } else { b.index(name) };
+            rela.extend([got + 8 * i as u64, (sym << 32) | ty, 0]);
+        }
+        let rela_at = b.words(&rela);
+        b.dt(Dt::Addr(DT_RELA, rela_at));
+        b.dt(Dt::Val(DT_RELASZ, 8 * rela.len() as u64));
+        if relro {
+            // The first data page, where the GOT is (the tables above are small).
+            b.phdr(PT_GNU_RELRO, PAGE as u64, PAGE as u64, PAGE as u64, 1);
+        }
+        let base = b.load(true);
+        if relro {
+            // SAFETY: A whole page of the leaked module, which nothing else uses.
+            unsafe { rustix::mm::mprotect((base + PAGE) as *mut _, PAGE, MprotectFlags::READ) }
+                .unwrap();
+        }
+        // SAFETY: A module `Builder::load` laid out in leaked memory.
+        (unsafe { Module::at(base) }.unwrap(), base as u64 + got)
+    }
+
+    fn module(slots: &[(u64, u64, &str)]) -> (Module, u64) {
+        module_with(slots, false)
+    }
+
+    const DTPMOD: u64 = R_X86_64_DTPMOD64 as u64;
+
+    #[test]
+    fn host_id_from_a_slot_against_symbol_zero() {
+        let (m, _) = module(&[(2, DTPMOD, "own"), (2, DTPMOD, "own2"), (5, DTPMOD, "")]);
+        assert_eq!(host_id(&m), Some(5));
+    }
+
+    #[test]
+    fn host_id_is_the_most_common_among_defined_symbols() {
+        let (m, _) = module(&[
+            (1, DTPMOD, "theirs"),
+            (1, DTPMOD, "theirs"),
+            (1, DTPMOD, "theirs"),
+            (3, DTPMOD, "own"),
+            (4, DTPMOD, "own2"),
+            (4, DTPMOD, "own2"),
+            (9, DTPOFF64, "own"),
+            (9, DTPOFF64, "own"),
+            (9, DTPOFF64, "own"),
+        ]);
+        assert_eq!(host_id(&m), Some(4));
+    }
+
+    #[test]
+    fn no_host_id_without_an_own_dtpmod64_slot() {
+        let (m, _) = module(&[(1, DTPMOD, "theirs"), (7, DTPOFF64, "own"), (7, 1, "")]);
+        assert_eq!(host_id(&m), None);
+        let (m, _) = module(&[]);
+        assert_eq!(host_id(&m), None);
+    }
+
+    #[test]
+    fn rewrite_replaces_only_the_host_id() {
+        let id = 7 << 32 | 2;
+        let (m, got) = module(&[
+            (2, DTPMOD, ""),
+            (1, DTPMOD, "theirs"),
+            (2, DTPMOD, "own"),
+            (2, DTPOFF64, "own"),
+        ]);
+        // SAFETY: The module is leaked memory that nothing else uses.
+        unsafe { rewrite_dtpmod(&lock::lock(), &m, id) }.unwrap();
+        // SAFETY: The GOT the module's relocations point at.
+        let got = unsafe { core::slice::from_raw_parts(got as *const u64, 4) };
+        assert_eq!(got, [id, 1, id, 2]);
+    }
+
+    #[test]
+    fn rewrite_lifts_relro_for_the_write_only() {
+        let id = 9 << 32 | 3;
+        let (m, got) = module_with(&[(4, DTPMOD, ""), (4, DTPMOD, "own")], true);
+        assert_eq!(protection(got as usize), "r--p");
+        // SAFETY: The module is leaked memory that nothing else uses.
+        unsafe { rewrite_dtpmod(&lock::lock(), &m, id) }.unwrap();
+        // SAFETY: The GOT the module's relocations point at, readable still.
+        let got = unsafe { core::slice::from_raw_parts(got as *const u64, 2) };
+        assert_eq!(got, [id, id]);
+        assert_eq!(protection(got.as_ptr() as usize), "r--p", "read-only again");
+    }
+
+    /// The permissions `/proc/self/maps` shows for the mapping that holds `addr`.
+    fn protection(addr: usize) -> String {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines()
+            .find_map(|l| {
+                let (range, rest) = l.split_once(' ')?;
+                let (lo, hi) = range.split_once('-')?;
+                let lo = usize::from_str_radix(lo, 16).ok()?;
+                let hi = usize::from_str_radix(hi, 16).ok()?;
+                (lo <= addr && addr < hi).then(|| rest[..4].to_string())
+            })
+            .unwrap()
+    }
 }
