@@ -19,6 +19,7 @@
 # Output is TAP; the last line is "N passed, N failed". Exit status 1 on any failure.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/tap.sh"
 
 RESULTS=$KSTLS_ROOT/scripts/results.py
 VM=$KSTLS_ROOT/scripts/vm.sh
@@ -26,8 +27,6 @@ OUT=$KSTLS_ROOT/build/runner
 LOGS=$KSTLS_ROOT/build/guest
 BOOT_TIMEOUT=120
 MULTIARCH=x86_64-linux-gnu
-n=0
-failed=0
 
 boot=1
 case ${1:-} in
@@ -35,24 +34,6 @@ case ${1:-} in
 '') ;;
 *) die "usage: test-runner.sh [--no-boot]" ;;
 esac
-
-# tap DESCRIPTION WHY [FILE...]: one TAP result, "ok" when WHY is empty, else "not ok" with WHY
-# and the files as diagnostics.
-tap() {
-	local desc=$1 why=$2
-	shift 2
-	n=$((n + 1))
-	if [ -z "$why" ]; then
-		echo "ok $n $desc"
-		return
-	fi
-	failed=$((failed + 1))
-	echo "not ok $n $desc"
-	echo "# $why"
-	for f in "$@"; do
-		[ -f "$f" ] && tail -n 40 "$f" | sed 's/^/# /'
-	done
-}
 
 # verdict DESCRIPTION WANT-STATUS WANT-LAST-LINE WANT-REGEX RESULTS-ARGS...: run results.py
 # and compare its exit status, its last line and (an extended regex) one of its lines; an empty
@@ -304,6 +285,4 @@ synthetic_tests
 if [ "$boot" = 1 ]; then
 	boot_tests
 fi
-echo "1..$n"
-echo "$((n - failed)) passed, $failed failed"
-((failed == 0))
+tap_totals

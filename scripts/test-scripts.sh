@@ -18,6 +18,7 @@
 # Output is TAP; the last line is "N passed, N failed". Exit status 1 on any failure.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/tap.sh"
 
 boot=1
 case ${1:-} in
@@ -26,27 +27,8 @@ case ${1:-} in
 *) die "usage: test-scripts.sh [--no-boot]" ;;
 esac
 
-n=0
-failed=0
 work=$(mktemp -d /tmp/kstls-scripts.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-
-# tap DESCRIPTION WHY [FILE...]: "ok" when WHY is empty, else "not ok" with WHY and the files.
-tap() {
-	local desc=$1 why=$2
-	shift 2
-	n=$((n + 1))
-	if [ -z "$why" ]; then
-		echo "ok $n $desc"
-		return
-	fi
-	failed=$((failed + 1))
-	echo "not ok $n $desc"
-	echo "# $why"
-	for f in "$@"; do
-		[ -f "$f" ] && tail -n 20 "$f" | sed 's/^/# /'
-	done
-}
 
 # --- kernel.sh seed ---------------------------------------------------------------------------
 
@@ -208,6 +190,4 @@ if [ "$boot" = 1 ]; then
 	tap "vm-run: VM_EXTRA may name a directory with a space" "$why" "$out.clean" "$work/vm-run.err"
 fi
 
-echo "1..$n"
-echo "$((n - failed)) passed, $failed failed"
-((failed == 0))
+tap_totals
