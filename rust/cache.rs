@@ -9,7 +9,7 @@
 //! thread (plus one page that stays empty, for slots that must never match).
 //!
 //! Readers take no lock and check no sequence count: they read a slot's `dtv_offset`, the entry,
-//! and the slot's `tp` last (`uapi/kstls.h`). What makes that safe is the order of the writes
+//! and the slot's `tp` last (`uapi/linux/kstls.h`). What makes that safe is the order of the writes
 //! here: only a `fill` for the running thread gives a slot its `tp` or an entry its module, and
 //! every other change takes away, module before block and `tp` before the entries, with release
 //! ordering between them. The kernel's own record of a slot (owner, thread pointer) is in
@@ -49,7 +49,7 @@ pub(crate) const NR_PROBES: usize = KSTLS_CACHE_PROBES as usize;
 /// Module slots cached per thread: one page of entries.
 pub(crate) const DTV_ENTRIES: usize = KSTLS_CACHE_DTV_ENTRIES as usize;
 const _: () = assert!(DTV_ENTRIES * size_of::<kstls_cache_dtv_entry>() == PAGE_SIZE);
-// uapi/kstls.h promises a power of two: a module's entry is at `slot & (DTV_ENTRIES - 1)`.
+// uapi/linux/kstls.h promises a power of two: a module's entry is at `slot & (DTV_ENTRIES - 1)`.
 const _: () = assert!(DTV_ENTRIES.is_power_of_two());
 
 /// The byte offset, in a thread's page of entries, of the entry of registry slot `mslot`:
@@ -71,7 +71,7 @@ const TP_SHARED: u64 = KSTLS_CACHE_TP_SHARED as u64;
 /// Owner of a slot whose thread pointer several live tasks share: nobody can be cached there.
 const POISONED: usize = usize::MAX;
 
-/// The home slot of a thread pointer (`uapi/kstls.h` documents the same formula).
+/// The home slot of a thread pointer (`uapi/linux/kstls.h` documents the same formula).
 pub(crate) fn hash(tp: u64) -> usize {
     (tp.wrapping_mul(KSTLS_CACHE_HASH_MUL as u64) >> (64 - NR_SLOTS_LOG2)) as usize
 }

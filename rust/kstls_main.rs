@@ -7,7 +7,7 @@
 //! address of a variable in that thread's block, which the module allocates in the process's own
 //! memory on first touch, with `.tdata` copied and `.tbss` zeroed and the address congruent to
 //! `p_vaddr` modulo `p_align`. This is what `__tls_get_addr` needs, served without any libc's
-//! dynamic linker. The ABI is `uapi/kstls.h`.
+//! dynamic linker. The ABI is `uapi/linux/kstls.h`.
 //!
 //! Files: `uapi.rs` (the generated ABI), `context.rs` (one per open file), `registry.rs` (modules
 //! and ids), `thread.rs` (one table per thread), `block.rs` (block pools in user memory, and the
@@ -25,7 +25,7 @@
 //! #include <string.h>
 //! #include <sys/ioctl.h>
 //! #include <unistd.h>
-//! #include "kstls.h"
+//! #include <linux/kstls.h>
 //!
 //! static const char image[8] = "kstls!";   /* .tdata: 8 bytes, then 8 bytes of .tbss */
 //!
