@@ -20,7 +20,10 @@
 //! and the `sched_process_exit` probe (forget a thread before its thread pointer can be reused).
 
 use core::{
-    mem::size_of,
+    mem::{
+        offset_of,
+        size_of, //
+    },
     ptr::NonNull,
     sync::atomic::{
         fence,
@@ -61,8 +64,18 @@ fn entry_offset(mslot: u32) -> usize {
 const WORD: usize = size_of::<u64>();
 const SLOT_WORDS: usize = size_of::<kstls_cache_slot>() / WORD;
 /// Words of a slot: the thread pointer, then the entries' offset.
-const SLOT_TP: usize = 0;
-const SLOT_DTV: usize = 1;
+const SLOT_TP: usize = offset_of!(kstls_cache_slot, tp) / WORD;
+const SLOT_DTV: usize = offset_of!(kstls_cache_slot, dtv_offset) / WORD;
+/// Bytes into an entry: the module id, then the block.
+const ENTRY_MODULE: usize = offset_of!(kstls_cache_dtv_entry, module);
+const ENTRY_BLOCK: usize = offset_of!(kstls_cache_dtv_entry, block);
+const _: () = assert!(ENTRY_MODULE % WORD == 0 && ENTRY_BLOCK % WORD == 0);
+/// The header's `mode` is the low half of its word (x86-64 is little-endian), `reserved0`, which
+/// stays 0, the high half: storing the word stores `mode`.
+const HEADER_MODE: usize = offset_of!(kstls_cache_header, mode);
+const _: () = assert!(HEADER_MODE % WORD == 0);
+const _: () = assert!(offset_of!(kstls_cache_header, reserved0) == HEADER_MODE + 4);
+const _: () = assert!(cfg!(target_endian = "little"));
 const SLOTS_OFFSET: usize = KSTLS_CACHE_SLOTS_OFFSET as usize;
 const _: () = assert!(SLOTS_OFFSET == PAGE_SIZE);
 const DTV_BASE: usize = SLOTS_OFFSET + NR_SLOTS * size_of::<kstls_cache_slot>();
@@ -142,7 +155,7 @@ impl Cache {
             ..Default::default()
         };
         // SAFETY: `kstls_cache_header` is `repr(C)`, 64 bytes of integers without padding
-        // (checked by `cache_layout_matches_the_header`), so it is also 8 initialised words.
+        // (checked at compile time in `uapi.rs`), so it is also 8 initialised words.
         let hw: [u64; 8] = unsafe { core::mem::transmute(header) };
         for (i, w) in hw.iter().enumerate() {
             mem[i].store(*w, Ordering::Relaxed);
@@ -292,9 +305,9 @@ impl Cache {
         // reading: the order of these two stores matters to nobody.
         let entry =
             self.slot_word(slot, SLOT_DTV).load(Ordering::Relaxed) as usize + entry_offset(mslot);
-        self.word(entry + WORD)
+        self.word(entry + ENTRY_BLOCK)
             .store(block as u64, Ordering::Relaxed);
-        self.word(entry).store(id, Ordering::Release);
+        self.word(entry + ENTRY_MODULE).store(id, Ordering::Release);
         *cached = tp;
         true
     }
@@ -322,10 +335,10 @@ impl Cache {
             let entry =
                 self.slot_word(i, SLOT_DTV).load(Ordering::Relaxed) as usize + entry_offset(mslot);
             // The entry may hold another module of the same index now: leave that one.
-            if self.word(entry).load(Ordering::Relaxed) == id {
+            if self.word(entry + ENTRY_MODULE).load(Ordering::Relaxed) == id {
                 // The module first: a reader that still sees the id read the block before this.
-                self.word(entry).store(0, Ordering::Relaxed);
-                self.word(entry + WORD).store(0, Ordering::Release);
+                self.word(entry + ENTRY_MODULE).store(0, Ordering::Relaxed);
+                self.word(entry + ENTRY_BLOCK).store(0, Ordering::Release);
             }
         }
     }
@@ -334,9 +347,9 @@ impl Cache {
     pub(crate) fn set_strict(&self, strict: bool) {
         let mut st = self.state.lock();
         st.strict = strict;
-        // `mode` is the low half of the header's fourth word.
         let mode = if strict { KSTLS_MODE_STRICT } else { 0 };
-        self.word(24).store(u64::from(mode), Ordering::Release);
+        self.word(HEADER_MODE)
+            .store(u64::from(mode), Ordering::Release);
         if strict {
             // A shared slot already answers nobody, and stays so (see `fill`).
             for i in 0..NR_SLOTS {
@@ -450,7 +463,7 @@ mod tests {
         assert!(!c.fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000));
         assert_eq!(c.cached_threads(), 0);
         assert_eq!(
-            c.word(24).load(Ordering::Relaxed),
+            c.word(HEADER_MODE).load(Ordering::Relaxed),
             u64::from(KSTLS_MODE_STRICT)
         );
         c.set_strict(false);

@@ -4,11 +4,22 @@
 //!
 //! The header is the one definition of the ABI: the build runs bindgen on it (with clang
 //! evaluating the `_IOR`/`_IOW` macros, so the ioctl numbers here are the C ones) and this file
-//! includes the result. What the generated code cannot say, that user bytes may be read into these
-//! structs and the structs written back as bytes, is said once here; the KUnit suite at the bottom
-//! checks that the Rust view and the C view of every command agree.
+//! includes the result. What the generated code cannot say is said once here: that user bytes may
+//! be read into these structs and the structs written back as bytes, which rests on their layout,
+//! checked at compile time below (bindgen's own layout tests are off, and a KUnit test would not
+//! run in a kernel without `CONFIG_KUNIT`).
+
+use core::mem::{
+    offset_of,
+    size_of, //
+};
 
 use kernel::{
+    ioctl::{
+        _IOR,
+        _IOW,
+        _IOWR, //
+    },
     prelude::*,
     transmute::{
         AsBytes,
@@ -30,44 +41,92 @@ mod generated {
 
 pub(crate) use generated::*;
 
-// SAFETY: `kstls_tls_index` is `repr(C)`, made only of `u64` fields: no padding, and every bit
-// pattern is a valid value.
+/// The size of the field that `_field` projects to (only its type is used).
+const fn field_size<T, F>(_field: fn(&T) -> &F) -> usize {
+    size_of::<F>()
+}
+
+/// Asserts at compile time that `$t` has the size the header documents, each field at the
+/// offset given, and no implicit padding: the sizes of the fields listed add up to the size of
+/// the struct, so every byte of it is some field's (and no field was left out of the list).
+macro_rules! assert_layout {
+    ($t:ty, $size:literal, $($field:ident @ $offset:literal),+ $(,)?) => {
+        const _: () = assert!(size_of::<$t>() == $size);
+        $(const _: () = assert!(offset_of!($t, $field) == $offset);)+
+        const _: () = assert!(0 $(+ field_size(|s: &$t| &s.$field))+ == size_of::<$t>());
+    };
+}
+
+assert_layout!(kstls_tls_index, 16, module @ 0, offset @ 8);
+assert_layout!(kstls_get_addr, 24, ti @ 0, addr @ 16);
+assert_layout!(
+    kstls_register, 72,
+    image @ 0, filesz @ 8, memsz @ 16, align @ 24, align_offset @ 32, flags @ 40, reserved0 @ 44,
+    module @ 48, reserved @ 56,
+);
+assert_layout!(kstls_unregister, 16, module @ 0, reserved @ 8);
+assert_layout!(
+    kstls_info, 80,
+    abi_version @ 0, features @ 4, max_modules @ 8, max_align @ 12, max_image_size @ 16,
+    max_block_bytes @ 24, nr_modules @ 32, nr_threads @ 36, block_bytes @ 40,
+    max_image_total @ 48, image_bytes @ 56, cache_size @ 64, mode @ 68, reserved @ 72,
+);
+assert_layout!(
+    kstls_stats, 80,
+    module @ 0, tid @ 8, reserved0 @ 12, lookups @ 16, allocs @ 24, blocks @ 32,
+    block_bytes @ 40, thread_exits @ 48, reserved @ 56,
+);
+assert_layout!(kstls_adopt, 16, parent_fd @ 0, reserved0 @ 4, reserved @ 8);
+assert_layout!(kstls_mode, 16, mode @ 0, reserved0 @ 4, reserved @ 8);
+assert_layout!(
+    kstls_cache_header, 64,
+    magic @ 0, version @ 4, nr_slots @ 8, nr_slots_log2 @ 12, nr_probes @ 16, dtv_entries @ 20,
+    mode @ 24, reserved0 @ 28, slots_offset @ 32, reserved @ 40,
+);
+assert_layout!(kstls_cache_slot, 16, tp @ 0, dtv_offset @ 8);
+assert_layout!(kstls_cache_dtv_entry, 16, module @ 0, block @ 8);
+
+// The numbers clang computed from the C macros are the ones the Rust encoding gives the types.
+const _: () = assert!(KSTLS_IOC_INFO == _IOR::<kstls_info>(KSTLS_IOC_MAGIC, 0));
+const _: () = assert!(KSTLS_IOC_REGISTER == _IOWR::<kstls_register>(KSTLS_IOC_MAGIC, 1));
+const _: () = assert!(KSTLS_IOC_UNREGISTER == _IOW::<kstls_unregister>(KSTLS_IOC_MAGIC, 2));
+const _: () = assert!(KSTLS_IOC_GET_ADDR == _IOWR::<kstls_get_addr>(KSTLS_IOC_MAGIC, 3));
+const _: () = assert!(KSTLS_IOC_STATS == _IOWR::<kstls_stats>(KSTLS_IOC_MAGIC, 4));
+const _: () = assert!(KSTLS_IOC_ADOPT == _IOW::<kstls_adopt>(KSTLS_IOC_MAGIC, 5));
+const _: () = assert!(KSTLS_IOC_SET_MODE == _IOW::<kstls_mode>(KSTLS_IOC_MAGIC, 6));
+const _: () = assert!(KSTLS_MODULE_ID_MIN == 1u64 << 32);
+
+// SAFETY: `kstls_tls_index` is `repr(C)`, made only of `u64` fields: no padding (see
+// `assert_layout!` above), and every bit pattern is a valid value.
 unsafe impl FromBytes for kstls_tls_index {}
 // SAFETY: As above, every byte of the struct is initialised.
 unsafe impl AsBytes for kstls_tls_index {}
-// SAFETY: `kstls_register` is `repr(C)` with `u32`/`u64` fields laid out without padding (checked
-// by `struct_sizes_match_the_c_header`); every bit pattern is valid.
+// SAFETY: `kstls_register` is `repr(C)` with `u32`/`u64` fields laid out without padding
+// (`assert_layout!` above); every bit pattern is valid.
 unsafe impl FromBytes for kstls_register {}
 // SAFETY: As above, there is no padding, so every byte is initialised.
 unsafe impl AsBytes for kstls_register {}
 // SAFETY: `kstls_unregister` is `repr(C)`, two `u64`: no padding, every bit pattern valid.
 unsafe impl FromBytes for kstls_unregister {}
-// SAFETY: `kstls_info` is `repr(C)` with `u32`/`u64` fields laid out without padding (checked by
-// `struct_sizes_match_the_c_header`), so every byte is initialised.
+// SAFETY: `kstls_info` is `repr(C)` with `u32`/`u64` fields laid out without padding
+// (`assert_layout!` above), so every byte is initialised.
 unsafe impl AsBytes for kstls_info {}
-// SAFETY: `kstls_stats` is `repr(C)` with `u32`/`u64` fields laid out without padding; every bit
-// pattern is valid.
+// SAFETY: `kstls_stats` is `repr(C)` with `u32`/`u64` fields laid out without padding
+// (`assert_layout!` above); every bit pattern is valid.
 unsafe impl FromBytes for kstls_stats {}
 // SAFETY: As above, every byte is initialised.
 unsafe impl AsBytes for kstls_stats {}
-
 // SAFETY: `kstls_mode` is `repr(C)`, `u32, u32, u64`: no padding, every bit pattern valid.
 unsafe impl FromBytes for kstls_mode {}
 // SAFETY: `kstls_adopt` is `repr(C)`, `u32, u32, u64`: no padding, every bit pattern valid.
 unsafe impl FromBytes for kstls_adopt {}
 
 /// Size of the part of `kstls_get_addr` that the kernel reads: the compiler's `tls_index`.
-pub(crate) const GET_ADDR_IN_SIZE: usize = core::mem::size_of::<kstls_tls_index>();
+pub(crate) const GET_ADDR_IN_SIZE: usize = size_of::<kstls_tls_index>();
 
 #[kunit_tests(rust_kstls_uapi)]
 mod tests {
     use super::*;
-    use core::mem::size_of;
-    use kernel::ioctl::{
-        _IOR,
-        _IOW,
-        _IOWR, //
-    };
 
     #[test]
     fn struct_sizes_match_the_c_header() {
