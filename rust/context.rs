@@ -4,9 +4,11 @@
 //!
 //! One `Context` per open file, owned by the process (the mm) that opened it: a call from any
 //! other address space, through an fd inherited over fork or passed with `SCM_RIGHTS`, is refused
-//! with `EPERM` before anything is read. Everything mutable sits behind one mutex, the only lock
-//! of the slow path. Lock order: the context mutex, then the mmap lock (taken by `vm_mmap` and by
-//! faults while a block is initialised); nothing here runs with the mmap lock held.
+//! with `EPERM` before anything of the context is read or changed (the command's own input has
+//! been read and checked by then, `uapi::read_input`). Everything mutable sits behind one mutex,
+//! the only lock of the slow path. Lock order: the context mutex, then the mmap lock (taken by
+//! `vm_mmap` and by faults while a block is initialised); nothing here runs with the mmap lock
+//! held.
 //!
 //! Thread exit is detected by the module itself: each `Thread` holds a reference to its task, a
 //! table whose task has `PF_EXITING` is reclaimed (its blocks go back to their pools) whenever a
@@ -223,9 +225,6 @@ impl Context {
     /// `KSTLS_IOC_REGISTER`: validates the descriptor, snapshots the image, returns the id.
     pub(crate) fn register(&self, r: &kstls_register) -> Result<u64> {
         let _owner = self.owner()?;
-        if r.flags != 0 || r.reserved0 != 0 || r.reserved.iter().any(|&v| v != 0) {
-            return Err(EINVAL);
-        }
         let layout = Layout::new(r.filesz, r.memsz, r.align, r.align_offset, &LIMITS)?;
         // The snapshot is read before taking the lock: no user copy under the lock when it can
         // be avoided. Its size is bounded by `max_image_size`.
@@ -494,12 +493,9 @@ impl Context {
         Ok(())
     }
 
-    /// `KSTLS_IOC_SET_MODE`.
+    /// `KSTLS_IOC_SET_MODE`, with `mode` made only of known bits.
     pub(crate) fn set_mode(&self, mode: u32) -> Result {
         let _owner = self.owner()?;
-        if mode & !KSTLS_MODE_STRICT != 0 {
-            return Err(EINVAL);
-        }
         // Under the context lock, so that no fill of a racing GET_ADDR lands after the switch.
         let _g = self.inner.lock();
         self.mode.store(mode, Ordering::Relaxed);
@@ -570,9 +566,6 @@ impl Context {
     /// `KSTLS_IOC_STATS`: counters, optionally narrowed to a module and/or a thread.
     pub(crate) fn stats(&self, q: &kstls_stats) -> Result<kstls_stats> {
         let _owner = self.owner()?;
-        if q.reserved0 != 0 {
-            return Err(EINVAL);
-        }
         let tid = Pid::try_from(q.tid).map_err(|_| EINVAL)?;
         let mut out = kstls_stats {
             module: q.module,

@@ -194,16 +194,13 @@ fn ioc_info(ctx: &Context, buf: UserSlice) -> Result {
 
 fn ioc_register(ctx: &Context, buf: UserSlice) -> Result {
     let (mut r, mut w) = buf.reader_writer();
-    let mut reg: kstls_register = r.read()?;
+    let mut reg: kstls_register = read_input(&mut r)?;
     reg.module = ctx.register(&reg)?;
     w.write(&reg)
 }
 
 fn ioc_unregister(ctx: &Context, buf: UserSlice) -> Result {
-    let u: kstls_unregister = buf.reader().read()?;
-    if u.reserved != 0 {
-        return Err(EINVAL);
-    }
+    let u: kstls_unregister = read_input(&mut buf.reader())?;
     ctx.unregister(u.module)
 }
 
@@ -217,15 +214,12 @@ fn ioc_get_addr(ctx: &Context, arg: usize) -> Result {
 
 fn ioc_stats(ctx: &Context, buf: UserSlice) -> Result {
     let (mut r, mut w) = buf.reader_writer();
-    let q: kstls_stats = r.read()?;
+    let q: kstls_stats = read_input(&mut r)?;
     w.write(&ctx.stats(&q)?)
 }
 
 fn ioc_adopt(ctx: &Context, file: &File, buf: UserSlice) -> Result {
-    let a: kstls_adopt = buf.reader().read()?;
-    if a.reserved0 != 0 || a.reserved != 0 {
-        return Err(EINVAL);
-    }
+    let a: kstls_adopt = read_input(&mut buf.reader())?;
     let parent_file = LocalFile::fget(a.parent_fd)?;
     // SAFETY: Both files are kept alive by references (`file` by the ioctl, `parent_file` by
     // `fget`), so reading their `f_op` is valid; `misc_open` set it when they were opened and it
@@ -242,9 +236,6 @@ fn ioc_adopt(ctx: &Context, file: &File, buf: UserSlice) -> Result {
 }
 
 fn ioc_set_mode(ctx: &Context, buf: UserSlice) -> Result {
-    let m: kstls_mode = buf.reader().read()?;
-    if m.reserved0 != 0 || m.reserved != 0 {
-        return Err(EINVAL);
-    }
+    let m: kstls_mode = read_input(&mut buf.reader())?;
     ctx.set_mode(m.mode)
 }

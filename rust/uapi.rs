@@ -6,8 +6,9 @@
 //! evaluating the `_IOR`/`_IOW` macros, so the ioctl numbers here are the C ones) and this file
 //! includes the result. What the generated code cannot say is said once here: that user bytes may
 //! be read into these structs and the structs written back as bytes, which rests on their layout,
-//! checked at compile time below (bindgen's own layout tests are off, and a KUnit test would not
-//! run in a kernel without `CONFIG_KUNIT`).
+//! checked at compile time below (bindgen's own layout tests are off), and the ABI's rule that
+//! reserved fields and flags are zero, which every command's input is checked against as it is
+//! read (`read_input`), before it reaches a context.
 
 use core::mem::{
     offset_of,
@@ -25,6 +26,7 @@ use kernel::{
         AsBytes,
         FromBytes, //
     },
+    uaccess::UserSliceReader,
 };
 
 #[allow(
@@ -124,6 +126,54 @@ unsafe impl FromBytes for kstls_adopt {}
 /// Size of the part of `kstls_get_addr` that the kernel reads: the compiler's `tls_index`.
 pub(crate) const GET_ADDR_IN_SIZE: usize = size_of::<kstls_tls_index>();
 
+/// The input of a command, which the ABI's rules constrain beyond its layout.
+pub(crate) trait Input: FromBytes {
+    /// Whether the fields the ABI reserves, and the flags and mode bits it does not define, are
+    /// all zero (`EINVAL` otherwise, for every command).
+    fn is_clean(&self) -> bool;
+}
+
+impl Input for kstls_register {
+    fn is_clean(&self) -> bool {
+        self.flags == 0 && self.reserved0 == 0 && self.reserved.iter().all(|&v| v == 0)
+    }
+}
+
+impl Input for kstls_unregister {
+    fn is_clean(&self) -> bool {
+        self.reserved == 0
+    }
+}
+
+impl Input for kstls_stats {
+    fn is_clean(&self) -> bool {
+        // `reserved` is room for output, which the kernel zeroes.
+        self.reserved0 == 0
+    }
+}
+
+impl Input for kstls_adopt {
+    fn is_clean(&self) -> bool {
+        self.reserved0 == 0 && self.reserved == 0
+    }
+}
+
+impl Input for kstls_mode {
+    fn is_clean(&self) -> bool {
+        self.mode & !KSTLS_MODE_STRICT == 0 && self.reserved0 == 0 && self.reserved == 0
+    }
+}
+
+/// Reads a command's input from user memory and checks it (`Input::is_clean`): `EFAULT` if it
+/// cannot be read, `EINVAL` if a reserved field, flag or mode bit is set.
+pub(crate) fn read_input<T: Input>(r: &mut UserSliceReader) -> Result<T> {
+    let input: T = r.read()?;
+    if !input.is_clean() {
+        return Err(EINVAL);
+    }
+    Ok(input)
+}
+
 #[kunit_tests(rust_kstls_uapi)]
 mod tests {
     use super::*;
@@ -158,5 +208,56 @@ mod tests {
     #[test]
     fn module_ids_start_above_32_bits() {
         assert_eq!(KSTLS_MODULE_ID_MIN, 1u64 << 32);
+    }
+
+    #[test]
+    fn every_reserved_field_flag_and_mode_bit_must_be_zero() {
+        let mut r = kstls_register::default();
+        assert!(r.is_clean());
+        r.flags = 1;
+        assert!(!r.is_clean());
+        r.flags = 0;
+        r.reserved0 = 1;
+        assert!(!r.is_clean());
+        r.reserved0 = 0;
+        r.reserved[1] = 1;
+        assert!(!r.is_clean());
+        assert!(!kstls_unregister {
+            reserved: 1,
+            ..Default::default()
+        }
+        .is_clean());
+        // Outputs are not checked: user space may leave old results there.
+        let s = kstls_stats {
+            lookups: 5,
+            reserved: [1, 2, 3],
+            ..Default::default()
+        };
+        assert!(s.is_clean());
+        assert!(!kstls_stats {
+            reserved0: 1,
+            ..Default::default()
+        }
+        .is_clean());
+        assert!(!kstls_adopt {
+            reserved0: 1,
+            ..Default::default()
+        }
+        .is_clean());
+        assert!(!kstls_adopt {
+            reserved: 1,
+            ..Default::default()
+        }
+        .is_clean());
+        let m = |mode, reserved0, reserved| kstls_mode {
+            mode,
+            reserved0,
+            reserved,
+        };
+        assert!(m(KSTLS_MODE_STRICT, 0, 0).is_clean());
+        assert!(m(0, 0, 0).is_clean());
+        assert!(!m(2, 0, 0).is_clean());
+        assert!(!m(0, 1, 0).is_clean());
+        assert!(!m(0, 0, 1).is_clean());
     }
 }
