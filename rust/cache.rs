@@ -9,10 +9,10 @@
 //! thread (plus one page that stays empty, for slots that must never match).
 //!
 //! Readers take no lock and check no sequence count: they read a slot's `dtv_offset`, the entry,
-//! and the slot's `tp` last (`uapi/linux/kstls.h`). What makes that safe is the order of the writes
-//! here: only a `fill` for the running thread gives a slot its `tp` or an entry its module, and
-//! every other change takes away, module before block and `tp` before the entries, with release
-//! ordering between them. The kernel's own record of a slot (owner, thread pointer) is in
+//! and the slot's `tp` last (`uapi/linux/kstls.h`). What makes that safe is the order of the
+//! writes here: only a `fill` for the running thread gives a slot its `tp` or an entry its module,
+//! and every other change takes away, module before block and `tp` before the entries, with
+//! release ordering between them. The kernel's own record of a slot (owner, thread pointer) is in
 //! `State`, never read back from the mapped words.
 //!
 //! All writes happen under the cache's spinlock, never with an allocation or a user copy inside:
@@ -49,16 +49,17 @@ use crate::uapi::*;
 pub(crate) const NR_SLOTS_LOG2: u32 = KSTLS_CACHE_SLOTS_LOG2;
 pub(crate) const NR_SLOTS: usize = 1 << NR_SLOTS_LOG2;
 pub(crate) const NR_PROBES: usize = KSTLS_CACHE_PROBES as usize;
-/// Module slots cached per thread: one page of entries.
+/// Entries per cached thread: one page of them.
 pub(crate) const DTV_ENTRIES: usize = KSTLS_CACHE_DTV_ENTRIES as usize;
 const _: () = assert!(DTV_ENTRIES * size_of::<kstls_cache_dtv_entry>() == PAGE_SIZE);
-// uapi/linux/kstls.h promises a power of two: a module's entry is at `slot & (DTV_ENTRIES - 1)`.
+// uapi/linux/kstls.h promises a power of two: a module's entry is at
+// `index & (DTV_ENTRIES - 1)`.
 const _: () = assert!(DTV_ENTRIES.is_power_of_two());
 
-/// The byte offset, in a thread's page of entries, of the entry of registry slot `mslot`:
-/// modules whose slots are congruent modulo `DTV_ENTRIES` share it (the last one filled wins).
-fn entry_offset(mslot: u32) -> usize {
-    (mslot as usize & (DTV_ENTRIES - 1)) * size_of::<kstls_cache_dtv_entry>()
+/// The byte offset, in a thread's page of entries, of the entry of the module at `index`:
+/// modules whose indices are congruent modulo `DTV_ENTRIES` share it (the last one filled wins).
+fn entry_offset(index: u32) -> usize {
+    (index as usize & (DTV_ENTRIES - 1)) * size_of::<kstls_cache_dtv_entry>()
 }
 
 const WORD: usize = size_of::<u64>();
@@ -235,12 +236,12 @@ impl Cache {
             .find(|&i| st.owners[i] == task)
     }
 
-    /// Records, for the thread `task` with thread pointer `tp`, that module `id` (registry slot
-    /// `mslot`) has its block at `block`. Returns whether the entry was published: not when the
-    /// thread cannot be cached (strict mode, a shared thread pointer, a full cache).
+    /// Records, for the thread `task` with thread pointer `tp`, that module `id` (at `index`,
+    /// the id's low half) has its block at `block`. Returns whether the entry was published:
+    /// not when the thread cannot be cached (strict mode, a shared thread pointer, a full cache).
     ///
     /// `task` must be the running thread and `tp` its thread pointer, since it publishes `tp`
-    /// (see the module doc). `cached` is the thread's own record of the thread pointer it was
+    /// (see this file's doc). `cached` is the thread's own record of the thread pointer it was
     /// last published under (0: never), which this keeps up to date: a thread that changed its
     /// thread pointer since loses its old slot, so that a task has one slot, the one the exit
     /// probe finds.
@@ -250,7 +251,7 @@ impl Cache {
         tp: u64,
         cached: &mut u64,
         id: u64,
-        mslot: u32,
+        index: u32,
         block: usize,
     ) -> bool {
         if tp == 0 || tp == TP_SHARED {
@@ -304,7 +305,7 @@ impl Cache {
         // Only this (running) thread reads its entries with a matching `tp`, and it is here, not
         // reading: the order of these two stores matters to nobody.
         let entry =
-            self.slot_word(slot, SLOT_DTV).load(Ordering::Relaxed) as usize + entry_offset(mslot);
+            self.slot_word(slot, SLOT_DTV).load(Ordering::Relaxed) as usize + entry_offset(index);
         self.word(entry + ENTRY_BLOCK)
             .store(block as u64, Ordering::Relaxed);
         self.word(entry + ENTRY_MODULE).store(id, Ordering::Release);
@@ -326,15 +327,15 @@ impl Cache {
 
     /// Forgets every thread's entry for module `id` (it is being unregistered; its blocks are
     /// freed after this returns).
-    pub(crate) fn forget_module(&self, id: u64, mslot: u32) {
+    pub(crate) fn forget_module(&self, id: u64, index: u32) {
         let st = self.state.lock();
         for i in 0..NR_SLOTS {
             if st.owners[i] == 0 || st.owners[i] == POISONED {
                 continue;
             }
             let entry =
-                self.slot_word(i, SLOT_DTV).load(Ordering::Relaxed) as usize + entry_offset(mslot);
-            // The entry may hold another module of the same index now: leave that one.
+                self.slot_word(i, SLOT_DTV).load(Ordering::Relaxed) as usize + entry_offset(index);
+            // The entry may hold another module of the same entry index now: leave that one.
             if self.word(entry + ENTRY_MODULE).load(Ordering::Relaxed) == id {
                 // The module first: a reader that still sees the id read the block before this.
                 self.word(entry + ENTRY_MODULE).store(0, Ordering::Relaxed);

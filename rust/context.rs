@@ -10,7 +10,7 @@
 //! `vm_mmap` and by faults while a block is initialised); nothing here runs with the mmap lock
 //! held.
 //!
-//! Thread exit is detected by the module itself: each `Thread` holds a reference to its task, a
+//! Thread exit is detected by the driver itself: each `Thread` holds a reference to its task, a
 //! table whose task has `PF_EXITING` is reclaimed (its blocks go back to their pools) whenever a
 //! new thread makes its first call and whenever the counters are read (`STATS`, fdinfo), and a
 //! new task that reuses a tid never sees the table of the task that had it before.
@@ -60,8 +60,8 @@ use crate::cache::{
 use crate::exit_hook;
 use crate::registry::{
     Layout,
-    Module,
     Registry,
+    TlsModule,
     LIMITS, //
 };
 use crate::thread::Thread;
@@ -112,22 +112,22 @@ pub(crate) struct Context {
     inner: Mutex<Inner>,
 }
 
-/// Whether strict mode is forced on every context by the module parameter.
+/// Whether strict mode is forced on every context by the `strict` parameter of the driver.
 fn strict_param() -> bool {
     crate::module_parameters::strict.value()
 }
 
-/// Threads one cache holds (module parameter); 0 turns the cache off.
+/// Threads one cache holds (the driver's `cache_threads` parameter); 0 turns the cache off.
 fn cache_threads() -> usize {
     crate::module_parameters::cache_threads.value() as usize
 }
 
 /// Puts the blocks of a table whose thread is gone back into their pools, and its row.
 fn reclaim(registry: &mut Registry, rows: &mut PackedRows, t: &Thread, totals: &mut Totals) {
-    for (slot, b) in t.blocks() {
-        // A block in a slot always belongs to the module registered there now: `UNREGISTER`
-        // takes a module's blocks out of every table before the slot can be reused.
-        if let Some(m) = registry.by_slot_mut(slot) {
+    for (index, b) in t.blocks() {
+        // A block at an index always belongs to the module registered there now: `UNREGISTER`
+        // takes a module's blocks out of every table before the place can be reused.
+        if let Some(m) = registry.by_index_mut(index) {
             if m.column.is_some() {
                 m.packed -= 1;
             } else {
@@ -240,7 +240,7 @@ impl Context {
         }
         let column = g.rows.place(&layout);
         let id = g.registry.insert(LIMITS.max_modules, |id| {
-            Ok(Module {
+            Ok(TlsModule {
                 id,
                 layout,
                 image,
@@ -270,10 +270,10 @@ impl Context {
         let mut g = self.inner.lock();
         let mut m = g.registry.remove(id)?;
         if let Some(c) = self.cache.as_ref() {
-            c.forget_module(id, m.id.slot);
+            c.forget_module(id, m.id.index);
         }
         for t in g.threads.values_mut() {
-            t.take(m.id.slot, m.layout.memsz);
+            t.take(m.id.index, m.layout.memsz);
         }
         g.mapped -= m.pool.unmap_all(&owner);
         if let Some(c) = m.column {
@@ -307,9 +307,9 @@ impl Context {
 
         let mut g = self.inner.lock();
         let inner = &mut *g;
-        let (slot, layout) = {
+        let (index, layout) = {
             let m = inner.registry.get_mut(module)?;
-            (m.id.slot, m.layout)
+            (m.id.index, m.layout)
         };
         if offset >= layout.memsz as u64 {
             return Err(EINVAL);
@@ -342,12 +342,12 @@ impl Context {
             ..
         } = inner;
         let t = threads.get_mut(&pid).ok_or(EINVAL)?;
-        let m = registry.by_slot_mut(slot).ok_or(EINVAL)?;
+        let m = registry.by_index_mut(index).ok_or(EINVAL)?;
 
-        let block = match t.block(slot) {
+        let block = match t.block(index) {
             Some(b) => b.addr,
             None => {
-                t.reserve(slot)?;
+                t.reserve(index)?;
                 let mut budget = LIMITS.max_block_bytes.saturating_sub(*mapped);
                 let before = budget;
                 // A packed block is the module's column of the thread's row (made now if the
@@ -385,13 +385,13 @@ impl Context {
                 if m.column.is_some() {
                     m.packed += 1;
                 }
-                t.set(slot, addr, layout.memsz);
+                t.set(index, addr, layout.memsz);
                 m.allocs += 1;
                 totals.allocs += 1;
                 addr
             }
         };
-        if let Some(b) = t.block(slot) {
+        if let Some(b) = t.block_mut(index) {
             b.lookups += 1;
         }
         t.lookups += 1;
@@ -406,7 +406,7 @@ impl Context {
                 tp,
                 &mut t.cached_tp,
                 module,
-                slot,
+                index,
                 block,
             ) {
                 totals.fills += 1;
@@ -442,8 +442,8 @@ impl Context {
                 .values()
                 .find(|t| t.fsbase == fsbase && !t.exited());
             let registry = g.registry.fork_copy(|m| {
-                let slot = m.id.slot;
-                let kept = forker.and_then(|t| t.block_addr(slot));
+                let index = m.id.index;
+                let kept = forker.and_then(|t| t.block_addr(index));
                 if m.column.is_some() {
                     // Packed blocks live in the rows, which are copied below.
                     return Ok((
@@ -454,7 +454,7 @@ impl Context {
                 let others = g
                     .threads
                     .values()
-                    .filter_map(move |t| t.block_addr(slot))
+                    .filter_map(move |t| t.block_addr(index))
                     .filter(move |a| Some(*a) != kept);
                 Ok((m.pool.fork_copy(kept, others)?, 0))
             })?;
@@ -468,13 +468,13 @@ impl Context {
             let mut thread = Thread::new(task, fsbase);
             thread.row = kept_row;
             if let Some(f) = forker {
-                for (slot, b) in f.blocks() {
+                for (index, b) in f.blocks() {
                     let memsz = g
                         .registry
                         .iter()
-                        .find(|m| m.id.slot == slot)
+                        .find(|m| m.id.index == index)
                         .map(|m| m.layout.memsz);
-                    thread.inherit(slot, b.addr, memsz.unwrap_or(0))?;
+                    thread.inherit(index, b.addr, memsz.unwrap_or(0))?;
                 }
             }
             (registry, rows, thread, g.mapped, g.image_bytes)
@@ -608,7 +608,7 @@ impl Context {
                 }
             }
             (Some(m), tid) => {
-                if let Some(b) = threads.get_mut(&tid).and_then(|t| t.block(m.id.slot)) {
+                if let Some(b) = threads.get_mut(&tid).and_then(|t| t.block(m.id.index)) {
                     out.lookups = b.lookups;
                     out.allocs = 1;
                     out.blocks = 1;

@@ -4,10 +4,24 @@
 //!
 //! A process opens `/dev/kstls` and gets a context (see `context.rs`): it registers each TLS
 //! module (the `PT_TLS` header of an executable or shared object) and asks, per thread, for the
-//! address of a variable in that thread's block, which the module allocates in the process's own
+//! address of a variable in that thread's block, which the driver allocates in the process's own
 //! memory on first touch, with `.tdata` copied and `.tbss` zeroed and the address congruent to
 //! `p_vaddr` modulo `p_align`. This is what `__tls_get_addr` needs, served without any libc's
 //! dynamic linker. The ABI is `uapi/linux/kstls.h`.
+//!
+//! Words used in these files, each for one thing only:
+//! - *module*: a TLS module, what one `PT_TLS` program header describes (`TlsModule`), named by
+//!   a *module id* (`ModuleId`) whose low 32 bits are its *index* (its place in the registry and
+//!   in every thread's table) and whose high 32 bits are the *generation* of that place. kstls.ko
+//!   itself is *the driver* (`KstlsDriver`; its parameters keep the kernel's name, module
+//!   parameters), and a Rust source file is a *file*.
+//! - *block*: one thread's TLS block of one module, in the process's memory. It comes from the
+//!   module's *storage*: a *pool* of *arenas* (mappings blocks are carved from), or, for a small
+//!   module, a *column* of every thread's *row* (a page that holds the thread's small blocks).
+//! - *table*: one thread's record of its blocks, by module index (`Thread`).
+//! - *slot*: a place in the fast-path cache's hash table, keyed by a thread pointer, as in
+//!   `struct kstls_cache_slot`; a cached thread's *entries* (`struct kstls_cache_dtv_entry`) hold
+//!   one module each, at the module's index modulo the entries per thread.
 //!
 //! Files: `uapi.rs` (the generated ABI), `context.rs` (one per open file), `registry.rs` (modules
 //! and ids), `thread.rs` (one table per thread), `block.rs` (block pools in user memory, and the
@@ -106,7 +120,7 @@ use context::Context;
 use uapi::*;
 
 module! {
-    type: KstlsModule,
+    type: KstlsDriver,
     name: "kstls",
     authors: ["The kstls developers"],
     description: "Thread-local storage served by the kernel (/dev/kstls)",
@@ -123,15 +137,16 @@ module! {
     },
 }
 
+/// The driver: kstls.ko, loaded once.
 #[pin_data]
-struct KstlsModule {
+struct KstlsDriver {
     #[pin]
     _miscdev: MiscDeviceRegistration<KstlsDevice>,
     /// Dropped after the device is gone, so no context can still need it.
     _exit_hook: exit_hook::ExitHook,
 }
 
-impl kernel::InPlaceModule for KstlsModule {
+impl kernel::InPlaceModule for KstlsDriver {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         exit_hook::init_caches();
         let hook = exit_hook::ExitHook::new();

@@ -2,10 +2,11 @@
 
 //! The module registry of a context: the TLS modules a process registered, by module id.
 //!
-//! There is one `Registry` per context. A module is what one `PT_TLS` program header describes:
-//! the layout of its blocks (`Layout`), a snapshot of its `.tdata` image taken at registration,
-//! and the pool its blocks are carved from. Ids are `generation << 32 | slot`: slots are reused
-//! after `UNREGISTER`, generations are not, so a stale id never reaches a new module's blocks.
+//! There is one `Registry` per context. A module (`TlsModule`) is what one `PT_TLS` program
+//! header describes: the layout of its blocks (`Layout`), a snapshot of its `.tdata` image taken
+//! at registration, and the pool its blocks are carved from. Ids are `generation << 32 | index`:
+//! the index of a place in the registry is reused after `UNREGISTER`, its generation is not, so a
+//! stale id never reaches a new module's blocks.
 
 use kernel::prelude::*;
 
@@ -96,10 +97,11 @@ impl Layout {
     }
 }
 
-/// A module id as user space sees it: `generation << 32 | slot`, generation never 0.
+/// A module id as user space sees it: `generation << 32 | index`, generation never 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ModuleId {
-    pub(crate) slot: u32,
+    /// The module's place in the registry, and in every thread's table.
+    pub(crate) index: u32,
     pub(crate) generation: u32,
 }
 
@@ -111,19 +113,19 @@ impl ModuleId {
             return None;
         }
         Some(Self {
-            slot: id as u32,
+            index: id as u32,
             generation,
         })
     }
 
     /// The value handed to user space.
     pub(crate) fn encode(self) -> u64 {
-        (u64::from(self.generation) << 32) | u64::from(self.slot)
+        (u64::from(self.generation) << 32) | u64::from(self.index)
     }
 }
 
 /// One registered TLS module.
-pub(crate) struct Module {
+pub(crate) struct TlsModule {
     pub(crate) id: ModuleId,
     pub(crate) layout: Layout,
     /// The `.tdata` snapshot, `layout.filesz` bytes.
@@ -140,29 +142,29 @@ pub(crate) struct Module {
     pub(crate) allocs: u64,
 }
 
-impl Module {
+impl TlsModule {
     /// Live blocks, packed or from the pool.
     pub(crate) fn live(&self) -> u64 {
         self.pool.live + self.packed
     }
 }
 
-/// A registry slot: the generation of its latest id and the module, if any, registered in it.
-struct Slot {
+/// A place in the registry: the generation of its latest id and the module, if any, there now.
+struct Place {
     generation: u32,
-    module: Option<Module>,
+    module: Option<TlsModule>,
 }
 
 /// The modules of one context.
 pub(crate) struct Registry {
-    slots: KVec<Slot>,
+    places: KVec<Place>,
     len: usize,
 }
 
 impl Registry {
     pub(crate) const fn new() -> Self {
         Self {
-            slots: KVec::new(),
+            places: KVec::new(),
             len: 0,
         }
     }
@@ -172,47 +174,47 @@ impl Registry {
         self.len
     }
 
-    /// Picks the slot and id for a new module, growing the table if needed (the only allocation
-    /// here), then stores what `make` builds for that id. `ENOSPC` at `max_modules`.
+    /// Picks the place and id for a new module, growing the table if needed (the only
+    /// allocation here), then stores what `make` builds for that id. `ENOSPC` at `max_modules`.
     pub(crate) fn insert(
         &mut self,
         max_modules: u32,
-        make: impl FnOnce(ModuleId) -> Result<Module>,
+        make: impl FnOnce(ModuleId) -> Result<TlsModule>,
     ) -> Result<ModuleId> {
         if self.len >= max_modules as usize {
             return Err(ENOSPC);
         }
-        let slot = match self.slots.iter().position(|s| s.module.is_none()) {
+        let index = match self.places.iter().position(|p| p.module.is_none()) {
             Some(i) => i,
             None => {
-                self.slots.push(
-                    Slot {
+                self.places.push(
+                    Place {
                         generation: 0,
                         module: None,
                     },
                     GFP_KERNEL,
                 )?;
-                self.slots.len() - 1
+                self.places.len() - 1
             }
         };
-        let s = &mut self.slots[slot];
+        let p = &mut self.places[index];
         // Generation 0 is never handed out, so wrapping skips it.
-        let generation = s.generation.wrapping_add(1).max(1);
+        let generation = p.generation.wrapping_add(1).max(1);
         let id = ModuleId {
-            slot: u32::try_from(slot).map_err(|_| ENOSPC)?,
+            index: u32::try_from(index).map_err(|_| ENOSPC)?,
             generation,
         };
-        s.module = Some(make(id)?);
-        s.generation = generation;
+        p.module = Some(make(id)?);
+        p.generation = generation;
         self.len += 1;
         Ok(id)
     }
 
     /// The module that `id` names now; `EINVAL` for an unknown or stale id.
-    pub(crate) fn get_mut(&mut self, id: u64) -> Result<&mut Module> {
+    pub(crate) fn get_mut(&mut self, id: u64) -> Result<&mut TlsModule> {
         let id = ModuleId::decode(id).ok_or(EINVAL)?;
-        match self.slots.get_mut(id.slot as usize) {
-            Some(Slot {
+        match self.places.get_mut(id.index as usize) {
+            Some(Place {
                 generation,
                 module: Some(m),
             }) if *generation == id.generation => Ok(m),
@@ -220,33 +222,33 @@ impl Registry {
         }
     }
 
-    /// The module registered in `slot`, whatever its generation.
-    pub(crate) fn by_slot_mut(&mut self, slot: u32) -> Option<&mut Module> {
-        self.slots.get_mut(slot as usize)?.module.as_mut()
+    /// The module registered at `index`, whatever its generation.
+    pub(crate) fn by_index_mut(&mut self, index: u32) -> Option<&mut TlsModule> {
+        self.places.get_mut(index as usize)?.module.as_mut()
     }
 
-    /// Takes the module `id` names out of the registry; the slot keeps its generation.
-    pub(crate) fn remove(&mut self, id: u64) -> Result<Module> {
-        let slot = self.get_mut(id)?.id.slot as usize;
+    /// Takes the module `id` names out of the registry; the place keeps its generation.
+    pub(crate) fn remove(&mut self, id: u64) -> Result<TlsModule> {
+        let index = self.get_mut(id)?.id.index as usize;
         self.len -= 1;
-        self.slots[slot].module.take().ok_or(EINVAL)
+        self.places[index].module.take().ok_or(EINVAL)
     }
 
     /// The registry of a forked child: every module with the same id, layout, image and column,
     /// and the pool and packed count that `pool` makes from the parent's.
     pub(crate) fn fork_copy(
         &self,
-        mut pool: impl FnMut(&Module) -> Result<(BlockPool, u64)>,
+        mut pool: impl FnMut(&TlsModule) -> Result<(BlockPool, u64)>,
     ) -> Result<Self> {
-        let mut slots = KVec::with_capacity(self.slots.len(), GFP_KERNEL)?;
-        for s in self.slots.iter() {
-            let module = match &s.module {
+        let mut places = KVec::with_capacity(self.places.len(), GFP_KERNEL)?;
+        for p in self.places.iter() {
+            let module = match &p.module {
                 None => None,
                 Some(m) => {
                     let mut image = KVVec::with_capacity(m.image.len(), GFP_KERNEL)?;
                     image.extend_from_slice(&m.image, GFP_KERNEL)?;
                     let (pool, packed) = pool(m)?;
-                    Some(Module {
+                    Some(TlsModule {
                         id: m.id,
                         layout: m.layout,
                         image,
@@ -258,28 +260,28 @@ impl Registry {
                     })
                 }
             };
-            slots.push(
-                Slot {
-                    generation: s.generation,
+            places.push(
+                Place {
+                    generation: p.generation,
                     module,
                 },
                 GFP_KERNEL,
             )?;
         }
         Ok(Self {
-            slots,
+            places,
             len: self.len,
         })
     }
 
     /// Every registered module.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Module> {
-        self.slots.iter().filter_map(|s| s.module.as_ref())
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &TlsModule> {
+        self.places.iter().filter_map(|p| p.module.as_ref())
     }
 
     /// Every registered module, mutably.
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Module> {
-        self.slots.iter_mut().filter_map(|s| s.module.as_mut())
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut TlsModule> {
+        self.places.iter_mut().filter_map(|p| p.module.as_mut())
     }
 }
 
@@ -291,8 +293,8 @@ mod tests {
         Layout::new(filesz, memsz, align, off, &LIMITS)
     }
 
-    fn module(id: ModuleId) -> Result<Module> {
-        Ok(Module {
+    fn module(id: ModuleId) -> Result<TlsModule> {
+        Ok(TlsModule {
             id,
             layout: layout(0, 8, 8, 0)?,
             image: KVVec::new(),
@@ -349,7 +351,7 @@ mod tests {
     #[test]
     fn ids_round_trip_and_zero_generation_is_invalid() {
         let id = ModuleId {
-            slot: 7,
+            index: 7,
             generation: 3,
         };
         assert_eq!(ModuleId::decode(id.encode()), Some(id));
@@ -363,11 +365,11 @@ mod tests {
         let mut r = Registry::new();
         let a = r.insert(4, module)?;
         let b = r.insert(4, module)?;
-        assert_ne!(a.slot, b.slot);
+        assert_ne!(a.index, b.index);
         r.remove(a.encode())?;
         assert!(r.get_mut(a.encode()).is_err());
         let c = r.insert(4, module)?;
-        assert_eq!(c.slot, a.slot);
+        assert_eq!(c.index, a.index);
         assert_ne!(c.generation, a.generation);
         assert!(r.get_mut(a.encode()).is_err());
         assert!(r.get_mut(c.encode()).is_ok());
