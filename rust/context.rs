@@ -11,7 +11,7 @@
 //! held.
 //!
 //! Thread exit is detected by the driver itself: each `Thread` holds a reference to its task, a
-//! table whose task has `PF_EXITING` is reclaimed (its blocks go back to their pools) whenever a
+//! table whose task has `PF_EXITING` is reclaimed (its blocks go back to their storage) whenever a
 //! new thread makes its first call and whenever the counters are read (`STATS`, fdinfo), and a
 //! new task that reuses a tid never sees the table of the task that had it before.
 
@@ -49,21 +49,19 @@ use kernel::{
 };
 
 use crate::arch;
-use crate::block::{
-    BlockPool,
-    PackedRows, //
-};
+use crate::budget::Budget;
 use crate::cache::{
     self,
     Cache, //
 };
 use crate::exit_hook;
-use crate::registry::{
-    Layout,
-    Registry,
-    TlsModule,
+use crate::layout::Layout;
+use crate::limits::{
+    self,
     LIMITS, //
 };
+use crate::registry::Registry;
+use crate::rows::PackedRows;
 use crate::thread::Thread;
 use crate::uapi::*;
 use crate::usermem::{
@@ -89,10 +87,8 @@ struct Inner {
     threads: RBTree<Pid, Thread>,
     /// The threads' rows of packed blocks (of the small modules).
     rows: PackedRows,
-    /// Bytes of user memory mapped for blocks, by all pools and the rows.
-    mapped: u64,
-    /// Bytes of `.tdata` snapshots held for all modules.
-    image_bytes: u64,
+    /// The memory the context holds: mapped for blocks, and kept for images.
+    budget: Budget,
     totals: Totals,
 }
 
@@ -112,35 +108,6 @@ pub(crate) struct Context {
     inner: Mutex<Inner>,
 }
 
-/// Whether strict mode is forced on every context by the `strict` parameter of the driver.
-fn strict_param() -> bool {
-    crate::module_parameters::strict.value()
-}
-
-/// Threads one cache holds (the driver's `cache_threads` parameter); 0 turns the cache off.
-fn cache_threads() -> usize {
-    crate::module_parameters::cache_threads.value() as usize
-}
-
-/// Puts the blocks of a table whose thread is gone back into their pools, and its row.
-fn reclaim(registry: &mut Registry, rows: &mut PackedRows, t: &Thread, totals: &mut Totals) {
-    for (index, b) in t.blocks() {
-        // A block at an index always belongs to the module registered there now: `UNREGISTER`
-        // takes a module's blocks out of every table before the place can be reused.
-        if let Some(m) = registry.by_index_mut(index) {
-            if m.column.is_some() {
-                m.packed -= 1;
-            } else {
-                m.pool.free(b.addr);
-            }
-        }
-    }
-    if let Some(row) = t.row {
-        rows.pool.free(row);
-    }
-    totals.thread_exits += 1;
-}
-
 impl Inner {
     /// Reclaims the tables of every thread that has exited.
     fn sweep(&mut self) {
@@ -155,7 +122,8 @@ impl Inner {
         while let Some(c) = cursor {
             if c.current().1.exited() {
                 let (next, node) = c.remove_current();
-                reclaim(registry, rows, &node.to_key_value().1, totals);
+                registry.reclaim(rows, &node.to_key_value().1);
+                totals.thread_exits += 1;
                 cursor = next;
             } else {
                 cursor = c.move_next();
@@ -188,8 +156,7 @@ impl Context {
                 registry: Registry::new(),
                 threads: RBTree::new(),
                 rows,
-                mapped: 0,
-                image_bytes: 0,
+                budget: Budget::new(&LIMITS),
                 totals: Totals::default(),
             }),
         }))
@@ -197,7 +164,7 @@ impl Context {
 
     /// Whether every access must trap into the kernel.
     fn strict(&self) -> bool {
-        strict_param() || self.mode.load(Ordering::Relaxed) & KSTLS_MODE_STRICT != 0
+        limits::strict_forced() || self.mode.load(Ordering::Relaxed) & KSTLS_MODE_STRICT != 0
     }
 
     /// The calling thread's thread pointer, if its blocks may be cached: there is a cache, the
@@ -233,41 +200,21 @@ impl Context {
         UserSlice::new(UserPtr::from_addr(src), layout.filesz).read_all(&mut image, GFP_KERNEL)?;
 
         let mut g = self.inner.lock();
-        let filesz = layout.filesz as u64;
-        let total = g.image_bytes.checked_add(filesz).ok_or(E2BIG)?;
-        if total > LIMITS.max_image_total {
-            return Err(E2BIG);
-        }
-        let column = g.rows.place(&layout);
-        let id = g.registry.insert(LIMITS.max_modules, |id| {
-            Ok(TlsModule {
-                id,
-                layout,
-                image,
-                pool: BlockPool::new(),
-                column,
-                packed: 0,
-                lookups: 0,
-                allocs: 0,
-            })
-        });
-        let id = match id {
-            Ok(id) => id,
-            Err(e) => {
-                if let Some(c) = column {
-                    g.rows.release(c, layout.memsz);
-                }
-                return Err(e);
-            }
-        };
-        g.image_bytes = total;
+        let Inner {
+            registry,
+            rows,
+            budget,
+            ..
+        } = &mut *g;
+        let id = registry.add(LIMITS.max_modules, layout, image, rows, budget)?;
         Ok(id.encode())
     }
 
-    /// `KSTLS_IOC_UNREGISTER`: frees every thread's block of the module and its arenas.
+    /// `KSTLS_IOC_UNREGISTER`: frees every thread's block of the module and its storage.
     pub(crate) fn unregister(&self, id: u64) -> Result {
         let owner = self.owner()?;
-        let mut g = self.inner.lock();
+        let mut guard = self.inner.lock();
+        let g = &mut *guard;
         let mut m = g.registry.remove(id)?;
         if let Some(c) = self.cache.as_ref() {
             c.forget_module(id, m.id.index);
@@ -275,21 +222,20 @@ impl Context {
         for t in g.threads.values_mut() {
             t.take(m.id.index, m.layout.memsz);
         }
-        g.mapped -= m.pool.unmap_all(&owner);
-        if let Some(c) = m.column {
-            g.rows.release(c, m.layout.memsz);
-            // No packed block is left (the common case: the last small module is gone): no
-            // table points into a row any more, so the rows are unmapped as a module's arenas
-            // are, and a thread gets a new row at its next packed first touch.
-            if g.registry.iter().all(|md| md.packed == 0) {
-                for t in g.threads.values_mut() {
-                    t.row = None;
-                }
-                g.mapped -= g.rows.pool.unmap_all(&owner);
+        let packed = m
+            .storage
+            .release(&m.layout, &mut g.rows, &mut g.budget, &owner);
+        // No packed block is left (the common case: the last small module is gone): no table
+        // points into a row any more, so the rows are unmapped as a module's arenas are, and a
+        // thread gets a new row at its next packed first touch.
+        if packed && !g.registry.packed_live() {
+            for t in g.threads.values_mut() {
+                t.row = None;
             }
+            g.rows.unmap_all(&mut g.budget, &owner);
         }
-        g.image_bytes -= m.layout.filesz as u64;
-        drop(g);
+        g.budget.uncharge_image(m.layout.filesz);
+        drop(guard);
         // The snapshot is freed here, after the lock is dropped.
         drop(m);
         Ok(())
@@ -307,23 +253,18 @@ impl Context {
 
         let mut g = self.inner.lock();
         let inner = &mut *g;
-        let (index, layout) = {
-            let m = inner.registry.get_mut(module)?;
-            (m.id.index, m.layout)
+        let (index, memsz) = {
+            let m = inner.registry.get(module)?;
+            (m.id.index, m.layout.memsz)
         };
-        if offset >= layout.memsz as u64 {
+        if offset >= memsz as u64 {
             return Err(EINVAL);
         }
-
         if !matches!(inner.threads.get(&pid), Some(t) if t.is(task)) {
             // A table under this tid belongs to an earlier task, which has exited.
             if let Some(old) = inner.threads.remove(&pid) {
-                reclaim(
-                    &mut inner.registry,
-                    &mut inner.rows,
-                    &old,
-                    &mut inner.totals,
-                );
+                inner.registry.reclaim(&mut inner.rows, &old);
+                inner.totals.thread_exits += 1;
             }
             // A new thread: a good time to reclaim those that are gone.
             inner.sweep();
@@ -337,9 +278,8 @@ impl Context {
             registry,
             threads,
             rows,
-            mapped,
+            budget,
             totals,
-            ..
         } = inner;
         let t = threads.get_mut(&pid).ok_or(EINVAL)?;
         let m = registry.by_index_mut(index).ok_or(EINVAL)?;
@@ -348,44 +288,10 @@ impl Context {
             Some(b) => b.addr,
             None => {
                 t.reserve(index)?;
-                let mut budget = LIMITS.max_block_bytes.saturating_sub(*mapped);
-                let before = budget;
-                // A packed block is the module's column of the thread's row (made now if the
-                // thread has none). Its bytes may have been another module's or another
-                // thread's, so it is never taken as zero.
-                let (addr, fresh, new_row) = match (m.column, t.row) {
-                    (Some(c), Some(row)) => (row + c, false, None),
-                    (Some(c), None) => {
-                        let row = rows.alloc_row(&mut budget, &owner)?;
-                        (row + c, false, Some(row))
-                    }
-                    (None, _) => {
-                        let nb = m.pool.alloc(&layout, &mut budget, &owner)?;
-                        (nb.addr, nb.fresh, None)
-                    }
-                };
-                *mapped += before - budget;
-                if let Err(e) = owner.init_block(addr, &m.image, layout.memsz, fresh) {
-                    // The block is ours: if it is still mapped, faulting it in ran out of memory.
-                    let e = if e == EFAULT && owner.is_mapped(addr) {
-                        ENOMEM
-                    } else {
-                        e
-                    };
-                    *mapped -= match (m.column, new_row) {
-                        (None, _) => m.pool.abort(addr, &owner),
-                        (Some(_), Some(row)) => rows.pool.abort(row, &owner),
-                        (Some(_), None) => 0,
-                    };
-                    return Err(e);
-                }
-                if new_row.is_some() {
-                    t.row = new_row;
-                }
-                if m.column.is_some() {
-                    m.packed += 1;
-                }
-                t.set(index, addr, layout.memsz);
+                let addr = m
+                    .storage
+                    .first_touch(&m.layout, &m.image, &mut t.row, rows, budget, &owner)?;
+                t.set(index, addr, memsz);
                 m.allocs += 1;
                 totals.allocs += 1;
                 addr
@@ -433,7 +339,7 @@ impl Context {
 
         // The child's state is built under the parent's lock alone; the two context locks are
         // never held together.
-        let (registry, rows, thread, mapped, image_bytes) = {
+        let (registry, rows, thread, budget) = {
             let g = parent.inner.lock();
             // The child's only thread is the copy of the parent thread that forked: the one with
             // the same thread pointer (a dead thread may have had it too, so skip those).
@@ -444,19 +350,12 @@ impl Context {
             let registry = g.registry.fork_copy(|m| {
                 let index = m.id.index;
                 let kept = forker.and_then(|t| t.block_addr(index));
-                if m.column.is_some() {
-                    // Packed blocks live in the rows, which are copied below.
-                    return Ok((
-                        m.pool.fork_copy(None, core::iter::empty())?,
-                        u64::from(kept.is_some()),
-                    ));
-                }
                 let others = g
                     .threads
                     .values()
                     .filter_map(move |t| t.block_addr(index))
                     .filter(move |a| Some(*a) != kept);
-                Ok((m.pool.fork_copy(kept, others)?, 0))
+                m.storage.fork_copy(kept, others)
             })?;
             let kept_row = forker.and_then(|t| t.row);
             let other_rows = g
@@ -477,7 +376,7 @@ impl Context {
                     thread.inherit(index, b.addr, memsz.unwrap_or(0))?;
                 }
             }
-            (registry, rows, thread, g.mapped, g.image_bytes)
+            (registry, rows, thread, g.budget.fork_copy())
         };
 
         let mut g = self.inner.lock();
@@ -488,8 +387,7 @@ impl Context {
             .try_create_and_insert(task.pid(), thread, GFP_KERNEL)?;
         g.registry = registry;
         g.rows = rows;
-        g.mapped = mapped;
-        g.image_bytes = image_bytes;
+        g.budget = budget;
         Ok(())
     }
 
@@ -511,7 +409,7 @@ impl Context {
         if !core::ptr::eq(vma.mm().as_raw(), self.mm.as_raw()) {
             return Err(EPERM);
         }
-        let threads = cache_threads();
+        let threads = limits::cache_threads();
         if threads == 0 || !exit_hook::active() {
             return Err(ENODEV);
         }
@@ -550,11 +448,11 @@ impl Context {
             max_block_bytes: LIMITS.max_block_bytes,
             nr_modules: g.registry.len() as u32,
             nr_threads: g.threads.values().filter(|t| t.nr_blocks > 0).count() as u32,
-            block_bytes: g.mapped,
+            block_bytes: g.budget.mapped(),
             max_image_total: LIMITS.max_image_total,
-            image_bytes: g.image_bytes,
+            image_bytes: g.budget.images(),
             cache_size: if exit_hook::active() {
-                cache::size_for(cache_threads()).unwrap_or(0) as u32
+                cache::size_for(limits::cache_threads()).unwrap_or(0) as u32
             } else {
                 0
             },
@@ -608,7 +506,7 @@ impl Context {
                 }
             }
             (Some(m), tid) => {
-                if let Some(b) = threads.get_mut(&tid).and_then(|t| t.block(m.id.index)) {
+                if let Some(b) = threads.get(&tid).and_then(|t| t.block(m.id.index)) {
                     out.lookups = b.lookups;
                     out.allocs = 1;
                     out.blocks = 1;
@@ -630,11 +528,15 @@ impl Context {
         seq_print!(m, "threads:\t{}\n", g.threads.values().count());
         seq_print!(m, "blocks:\t{}\n", blocks);
         seq_print!(m, "block-bytes:\t{}\n", bytes);
-        seq_print!(m, "mapped-bytes:\t{}\n", g.mapped);
-        seq_print!(m, "rows:\t{}\n", g.rows.pool.live);
-        let packed = g.registry.iter().filter(|md| md.column.is_some()).count();
+        seq_print!(m, "mapped-bytes:\t{}\n", g.budget.mapped());
+        seq_print!(m, "rows:\t{}\n", g.rows.live());
+        let packed = g
+            .registry
+            .iter()
+            .filter(|md| md.storage.is_packed())
+            .count();
         seq_print!(m, "packed-modules:\t{}\n", packed);
-        seq_print!(m, "image-bytes:\t{}\n", g.image_bytes);
+        seq_print!(m, "image-bytes:\t{}\n", g.budget.images());
         seq_print!(m, "lookups:\t{}\n", g.totals.lookups);
         seq_print!(m, "allocs:\t{}\n", g.totals.allocs);
         seq_print!(m, "thread-exits:\t{}\n", g.totals.thread_exits);
@@ -670,10 +572,14 @@ impl PinnedDrop for Context {
         // already gone or replaced, and there is nothing to unmap.
         if let Some(owner) = OwnerMm::check(&self.mm) {
             let mut g = self.inner.lock();
-            for m in g.registry.iter_mut() {
-                m.pool.unmap_all(&owner);
-            }
-            g.rows.pool.unmap_all(&owner);
+            let Inner {
+                registry,
+                rows,
+                budget,
+                ..
+            } = &mut *g;
+            registry.release_all(rows, budget, &owner);
+            rows.unmap_all(budget, &owner);
         }
     }
 }

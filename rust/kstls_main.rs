@@ -23,11 +23,16 @@
 //!   `struct kstls_cache_slot`; a cached thread's *entries* (`struct kstls_cache_dtv_entry`) hold
 //!   one module each, at the module's index modulo the entries per thread.
 //!
-//! Files: `uapi.rs` (the generated ABI), `context.rs` (one per open file), `registry.rs` (modules
-//! and ids), `thread.rs` (one table per thread), `block.rs` (block pools in user memory, and the
-//! rows that pack small blocks a page per thread), `cache.rs` (the fast-path pages),
-//! `exit_hook.rs` (forgetting exiting threads), `usermem.rs` (the raw `vm_mmap` bindings, wrapped
-//! once).
+//! Files, each using only files listed before it (and the parameters `module!` declares here):
+//! `uapi.rs` (the generated ABI, its layout checked at compile time, and the checks every
+//! command's input passes), `arch.rs` (the thread pointer), `limits.rs` (the caps and the
+//! driver's parameters), `usermem.rs` (the raw `vm_mmap` bindings, wrapped once), `layout.rs` (a
+//! module's block geometry), `budget.rs` (the memory a context holds against its caps),
+//! `pool.rs` (arenas and the blocks carved from them), `rows.rs` (the rows and their columns),
+//! `block.rs` (a module's storage, and first touch), `thread.rs` (one table per thread),
+//! `registry.rs` (modules and ids), `cache.rs` (the fast-path pages), `exit_hook.rs`
+//! (forgetting exiting threads), `context.rs` (one per open file), and this one (the device and
+//! the ioctl dispatch).
 //!
 //! A complete user-space program that uses every ioctl, including one that must fail:
 //!
@@ -108,10 +113,15 @@ use kernel::{
 
 mod arch;
 mod block;
+mod budget;
 mod cache;
 mod context;
 mod exit_hook;
+mod layout;
+mod limits;
+mod pool;
 mod registry;
+mod rows;
 mod thread;
 mod uapi;
 mod usermem;
