@@ -27,6 +27,17 @@ pub(crate) struct Budget {
     images: u64,
 }
 
+/// Adds `len` to `count` if the sum stays at or below `max`; else fails with `err` and leaves
+/// `count` as it was.
+fn charge(count: &mut u64, max: u64, len: usize, err: Error) -> Result {
+    let total = count.checked_add(len as u64).ok_or(err)?;
+    if total > max {
+        return Err(err);
+    }
+    *count = total;
+    Ok(())
+}
+
 impl Budget {
     /// An empty budget with the caps of `limits`.
     pub(crate) const fn new(limits: &Limits) -> Self {
@@ -51,13 +62,8 @@ impl Budget {
 
     /// Charges a mapping of `len` bytes that is about to be made; `ENOMEM` when it does not fit.
     pub(crate) fn charge_mapping(&mut self, len: usize) -> Result {
-        let total = self.mapped.checked_add(len as u64).ok_or(ENOMEM)?;
-        if total > self.max_mapped {
-            return Err(ENOMEM);
-        }
-        // INVARIANT: `total <= max_mapped` was just checked.
-        self.mapped = total;
-        Ok(())
+        // INVARIANT: `charge` keeps `mapped <= max_mapped`.
+        charge(&mut self.mapped, self.max_mapped, len, ENOMEM)
     }
 
     /// Gives back the charge of a mapping of `len` bytes that is gone (or was never made).
@@ -67,13 +73,8 @@ impl Budget {
 
     /// Charges a snapshot of `len` bytes that is about to be kept; `E2BIG` when it does not fit.
     pub(crate) fn charge_image(&mut self, len: usize) -> Result {
-        let total = self.images.checked_add(len as u64).ok_or(E2BIG)?;
-        if total > self.max_images {
-            return Err(E2BIG);
-        }
-        // INVARIANT: `total <= max_images` was just checked.
-        self.images = total;
-        Ok(())
+        // INVARIANT: `charge` keeps `images <= max_images`.
+        charge(&mut self.images, self.max_images, len, E2BIG)
     }
 
     /// Gives back the charge of a snapshot of `len` bytes that is freed.
