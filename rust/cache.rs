@@ -42,8 +42,13 @@ use kernel::{
     },
     prelude::*,
     sync::SpinLock,
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    },
 };
 
+use crate::arch;
 use crate::uapi::*;
 
 pub(crate) const NR_SLOTS_LOG2: u32 = KSTLS_CACHE_SLOTS_LOG2;
@@ -88,6 +93,19 @@ const POISONED: usize = usize::MAX;
 /// The home slot of a thread pointer (`uapi/linux/kstls.h` documents the same formula).
 pub(crate) fn hash(tp: u64) -> usize {
     (tp.wrapping_mul(KSTLS_CACHE_HASH_MUL as u64) >> (64 - NR_SLOTS_LOG2)) as usize
+}
+
+/// The calling thread's thread pointer, if the cache can be keyed by it: the psABI self-pointer
+/// at `%fs:0` is the real FS base, which is what user space will hash by. Reads user memory, so
+/// it runs before any lock is taken.
+pub(crate) fn thread_pointer() -> Option<u64> {
+    let fsbase = arch::current_fsbase();
+    let at = usize::try_from(fsbase).ok()?;
+    let self_ptr: u64 = UserSlice::new(UserPtr::from_addr(at), 8)
+        .reader()
+        .read()
+        .ok()?;
+    (self_ptr == fsbase).then_some(fsbase)
 }
 
 /// Bytes of a cache for `threads` cached threads.

@@ -30,9 +30,10 @@
 //! module's block geometry), `budget.rs` (the memory a context holds against its caps),
 //! `pool.rs` (arenas and the blocks carved from them), `rows.rs` (the rows and their columns),
 //! `block.rs` (a module's storage, and first touch), `thread.rs` (one table per thread),
-//! `registry.rs` (modules and ids), `cache.rs` (the fast-path pages), `exit_hook.rs`
-//! (forgetting exiting threads), `context.rs` (one per open file), and this one (the device and
-//! the ioctl dispatch).
+//! `registry.rs` (modules and ids), `threads.rs` (the tables of a context, and exited threads),
+//! `cache.rs` (the fast-path pages), `exit_hook.rs` (forgetting exiting threads), `stats.rs`
+//! (`INFO`, `STATS` and fdinfo), `fork.rs` (what a forked child adopts), `context.rs` (one per
+//! open file), and this one (the device and the ioctl dispatch).
 //!
 //! A complete user-space program that uses every ioctl, including one that must fail:
 //!
@@ -117,12 +118,15 @@ mod budget;
 mod cache;
 mod context;
 mod exit_hook;
+mod fork;
 mod layout;
 mod limits;
 mod pool;
 mod registry;
 mod rows;
+mod stats;
 mod thread;
+mod threads;
 mod uapi;
 mod usermem;
 

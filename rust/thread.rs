@@ -3,7 +3,7 @@
 //! The table of one thread: module index -> that thread's block.
 //!
 //! One `Thread` per task of the owning process that has called `GET_ADDR` (or inherited a table
-//! over fork), kept in the context's tree by tid. It holds a reference to its task, so a
+//! over fork), kept in the context's `Threads` by tid. It holds a reference to its task, so a
 //! later task with the same tid is told apart (task identity, not tid, decides whose blocks these
 //! are) and the exit of the task can be seen from its flags without any hook into the exit path.
 
