@@ -45,7 +45,7 @@ INST_FILES = $(PREFIX)/include/linux/kstls.h $(UDEVDIR)/60-kstls.rules \
 
 install: modules
 	$(MAKE) -C $(KDIR) M=$(CURDIR) $(KMAKE_VARS) INSTALL_MOD_PATH=$(DESTDIR) modules_install
-	$(INSTALL) -D -m 0644 uapi/kstls.h $(DESTDIR)$(PREFIX)/include/linux/kstls.h
+	$(INSTALL) -D -m 0644 uapi/linux/kstls.h $(DESTDIR)$(PREFIX)/include/linux/kstls.h
 	$(INSTALL) -D -m 0644 packaging/60-kstls.rules $(DESTDIR)$(UDEVDIR)/60-kstls.rules
 	$(INSTALL) -D -m 0644 man/kstls.4 $(DESTDIR)$(PREFIX)/share/man/man4/kstls.4
 	$(INSTALL) -D -m 0644 man/libkstls.3 $(DESTDIR)$(PREFIX)/share/man/man3/libkstls.3

@@ -14,7 +14,7 @@
 
 #include <asm/unistd.h>
 
-#include "kstls.h"
+#include <linux/kstls.h>
 
 typedef long (*kb_op_fn)(void *arg);
 

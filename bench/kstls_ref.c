@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * kstls_ref.c - libkb_kstls.so, the kstls_cached path measured while libkstls does not exist
- * yet: the lookup of uapi/kstls.h exactly as selftests/kstls_cache.h implements it for
+ * yet: the lookup of uapi/linux/kstls.h exactly as selftests/kstls_cache.h implements it for
  * cache_test.c (the reference C lookup), and the GET_ADDR ioctl on a miss, which fills the cache.
  *
  * The shape is that of a general-dynamic access linked against a private copy of libkstls: the

@@ -15,7 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "kstls.h"
+#include <linux/kstls.h>
 #include "demo.h"
 
 #define NTHREADS 4

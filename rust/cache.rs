@@ -9,10 +9,10 @@
 //! thread (plus one page that stays empty, for slots that must never match).
 //!
 //! Readers take no lock and check no sequence count: they read a slot's `dtv_offset`, the entry,
-//! and the slot's `tp` last (`uapi/kstls.h`). What makes that safe is the order of the writes
-//! here: only a `fill` for the running thread gives a slot its `tp` or an entry its module, and
-//! every other change takes away, module before block and `tp` before the entries, with release
-//! ordering between them. The kernel's own record of a slot (owner, thread pointer) is in
+//! and the slot's `tp` last (`uapi/linux/kstls.h`). What makes that safe is the order of the
+//! writes here: only a `fill` for the running thread gives a slot its `tp` or an entry its module,
+//! and every other change takes away, module before block and `tp` before the entries, with
+//! release ordering between them. The kernel's own record of a slot (owner, thread pointer) is in
 //! `State`, never read back from the mapped words.
 //!
 //! All writes happen under the cache's spinlock, never with an allocation or a user copy inside:
@@ -20,7 +20,10 @@
 //! and the `sched_process_exit` probe (forget a thread before its thread pointer can be reused).
 
 use core::{
-    mem::size_of,
+    mem::{
+        offset_of,
+        size_of, //
+    },
     ptr::NonNull,
     sync::atomic::{
         fence,
@@ -39,30 +42,46 @@ use kernel::{
     },
     prelude::*,
     sync::SpinLock,
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    },
 };
 
+use crate::arch;
 use crate::uapi::*;
 
 pub(crate) const NR_SLOTS_LOG2: u32 = KSTLS_CACHE_SLOTS_LOG2;
 pub(crate) const NR_SLOTS: usize = 1 << NR_SLOTS_LOG2;
 pub(crate) const NR_PROBES: usize = KSTLS_CACHE_PROBES as usize;
-/// Module slots cached per thread: one page of entries.
+/// Entries per cached thread: one page of them.
 pub(crate) const DTV_ENTRIES: usize = KSTLS_CACHE_DTV_ENTRIES as usize;
 const _: () = assert!(DTV_ENTRIES * size_of::<kstls_cache_dtv_entry>() == PAGE_SIZE);
-// uapi/kstls.h promises a power of two: a module's entry is at `slot & (DTV_ENTRIES - 1)`.
+// uapi/linux/kstls.h promises a power of two: a module's entry is at
+// `index & (DTV_ENTRIES - 1)`.
 const _: () = assert!(DTV_ENTRIES.is_power_of_two());
 
-/// The byte offset, in a thread's page of entries, of the entry of registry slot `mslot`:
-/// modules whose slots are congruent modulo `DTV_ENTRIES` share it (the last one filled wins).
-fn entry_offset(mslot: u32) -> usize {
-    (mslot as usize & (DTV_ENTRIES - 1)) * size_of::<kstls_cache_dtv_entry>()
+/// The byte offset, in a thread's page of entries, of the entry of the module at `index`:
+/// modules whose indices are congruent modulo `DTV_ENTRIES` share it (the last one filled wins).
+fn entry_offset(index: u32) -> usize {
+    (index as usize & (DTV_ENTRIES - 1)) * size_of::<kstls_cache_dtv_entry>()
 }
 
 const WORD: usize = size_of::<u64>();
 const SLOT_WORDS: usize = size_of::<kstls_cache_slot>() / WORD;
 /// Words of a slot: the thread pointer, then the entries' offset.
-const SLOT_TP: usize = 0;
-const SLOT_DTV: usize = 1;
+const SLOT_TP: usize = offset_of!(kstls_cache_slot, tp) / WORD;
+const SLOT_DTV: usize = offset_of!(kstls_cache_slot, dtv_offset) / WORD;
+/// Bytes into an entry: the module id, then the block.
+const ENTRY_MODULE: usize = offset_of!(kstls_cache_dtv_entry, module);
+const ENTRY_BLOCK: usize = offset_of!(kstls_cache_dtv_entry, block);
+const _: () = assert!(ENTRY_MODULE % WORD == 0 && ENTRY_BLOCK % WORD == 0);
+/// The header's `mode` is the low half of its word (x86-64 is little-endian), `reserved0`, which
+/// stays 0, the high half: storing the word stores `mode`.
+const HEADER_MODE: usize = offset_of!(kstls_cache_header, mode);
+const _: () = assert!(HEADER_MODE % WORD == 0);
+const _: () = assert!(offset_of!(kstls_cache_header, reserved0) == HEADER_MODE + 4);
+const _: () = assert!(cfg!(target_endian = "little"));
 const SLOTS_OFFSET: usize = KSTLS_CACHE_SLOTS_OFFSET as usize;
 const _: () = assert!(SLOTS_OFFSET == PAGE_SIZE);
 const DTV_BASE: usize = SLOTS_OFFSET + NR_SLOTS * size_of::<kstls_cache_slot>();
@@ -71,9 +90,22 @@ const TP_SHARED: u64 = KSTLS_CACHE_TP_SHARED as u64;
 /// Owner of a slot whose thread pointer several live tasks share: nobody can be cached there.
 const POISONED: usize = usize::MAX;
 
-/// The home slot of a thread pointer (`uapi/kstls.h` documents the same formula).
+/// The home slot of a thread pointer (`uapi/linux/kstls.h` documents the same formula).
 pub(crate) fn hash(tp: u64) -> usize {
     (tp.wrapping_mul(KSTLS_CACHE_HASH_MUL as u64) >> (64 - NR_SLOTS_LOG2)) as usize
+}
+
+/// The calling thread's thread pointer, if the cache can be keyed by it: the psABI self-pointer
+/// at `%fs:0` is the real FS base, which is what user space will hash by. Reads user memory, so
+/// it runs before any lock is taken.
+pub(crate) fn thread_pointer() -> Option<u64> {
+    let fsbase = arch::current_fsbase();
+    let at = usize::try_from(fsbase).ok()?;
+    let self_ptr: u64 = UserSlice::new(UserPtr::from_addr(at), 8)
+        .reader()
+        .read()
+        .ok()?;
+    (self_ptr == fsbase).then_some(fsbase)
 }
 
 /// Bytes of a cache for `threads` cached threads.
@@ -142,7 +174,7 @@ impl Cache {
             ..Default::default()
         };
         // SAFETY: `kstls_cache_header` is `repr(C)`, 64 bytes of integers without padding
-        // (checked by `cache_layout_matches_the_header`), so it is also 8 initialised words.
+        // (checked at compile time in `uapi.rs`), so it is also 8 initialised words.
         let hw: [u64; 8] = unsafe { core::mem::transmute(header) };
         for (i, w) in hw.iter().enumerate() {
             mem[i].store(*w, Ordering::Relaxed);
@@ -222,12 +254,12 @@ impl Cache {
             .find(|&i| st.owners[i] == task)
     }
 
-    /// Records, for the thread `task` with thread pointer `tp`, that module `id` (registry slot
-    /// `mslot`) has its block at `block`. Returns whether the entry was published: not when the
-    /// thread cannot be cached (strict mode, a shared thread pointer, a full cache).
+    /// Records, for the thread `task` with thread pointer `tp`, that module `id` (at `index`,
+    /// the id's low half) has its block at `block`. Returns whether the entry was published:
+    /// not when the thread cannot be cached (strict mode, a shared thread pointer, a full cache).
     ///
     /// `task` must be the running thread and `tp` its thread pointer, since it publishes `tp`
-    /// (see the module doc). `cached` is the thread's own record of the thread pointer it was
+    /// (see this file's doc). `cached` is the thread's own record of the thread pointer it was
     /// last published under (0: never), which this keeps up to date: a thread that changed its
     /// thread pointer since loses its old slot, so that a task has one slot, the one the exit
     /// probe finds.
@@ -237,7 +269,7 @@ impl Cache {
         tp: u64,
         cached: &mut u64,
         id: u64,
-        mslot: u32,
+        index: u32,
         block: usize,
     ) -> bool {
         if tp == 0 || tp == TP_SHARED {
@@ -291,10 +323,10 @@ impl Cache {
         // Only this (running) thread reads its entries with a matching `tp`, and it is here, not
         // reading: the order of these two stores matters to nobody.
         let entry =
-            self.slot_word(slot, SLOT_DTV).load(Ordering::Relaxed) as usize + entry_offset(mslot);
-        self.word(entry + WORD)
+            self.slot_word(slot, SLOT_DTV).load(Ordering::Relaxed) as usize + entry_offset(index);
+        self.word(entry + ENTRY_BLOCK)
             .store(block as u64, Ordering::Relaxed);
-        self.word(entry).store(id, Ordering::Release);
+        self.word(entry + ENTRY_MODULE).store(id, Ordering::Release);
         *cached = tp;
         true
     }
@@ -313,19 +345,19 @@ impl Cache {
 
     /// Forgets every thread's entry for module `id` (it is being unregistered; its blocks are
     /// freed after this returns).
-    pub(crate) fn forget_module(&self, id: u64, mslot: u32) {
+    pub(crate) fn forget_module(&self, id: u64, index: u32) {
         let st = self.state.lock();
         for i in 0..NR_SLOTS {
             if st.owners[i] == 0 || st.owners[i] == POISONED {
                 continue;
             }
             let entry =
-                self.slot_word(i, SLOT_DTV).load(Ordering::Relaxed) as usize + entry_offset(mslot);
-            // The entry may hold another module of the same index now: leave that one.
-            if self.word(entry).load(Ordering::Relaxed) == id {
+                self.slot_word(i, SLOT_DTV).load(Ordering::Relaxed) as usize + entry_offset(index);
+            // The entry may hold another module of the same entry index now: leave that one.
+            if self.word(entry + ENTRY_MODULE).load(Ordering::Relaxed) == id {
                 // The module first: a reader that still sees the id read the block before this.
-                self.word(entry).store(0, Ordering::Relaxed);
-                self.word(entry + WORD).store(0, Ordering::Release);
+                self.word(entry + ENTRY_MODULE).store(0, Ordering::Relaxed);
+                self.word(entry + ENTRY_BLOCK).store(0, Ordering::Release);
             }
         }
     }
@@ -334,9 +366,9 @@ impl Cache {
     pub(crate) fn set_strict(&self, strict: bool) {
         let mut st = self.state.lock();
         st.strict = strict;
-        // `mode` is the low half of the header's fourth word.
         let mode = if strict { KSTLS_MODE_STRICT } else { 0 };
-        self.word(24).store(u64::from(mode), Ordering::Release);
+        self.word(HEADER_MODE)
+            .store(u64::from(mode), Ordering::Release);
         if strict {
             // A shared slot already answers nobody, and stays so (see `fill`).
             for i in 0..NR_SLOTS {
@@ -450,7 +482,7 @@ mod tests {
         assert!(!c.fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000));
         assert_eq!(c.cached_threads(), 0);
         assert_eq!(
-            c.word(24).load(Ordering::Relaxed),
+            c.word(HEADER_MODE).load(Ordering::Relaxed),
             u64::from(KSTLS_MODE_STRICT)
         );
         c.set_strict(false);

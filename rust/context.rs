@@ -4,14 +4,16 @@
 //!
 //! One `Context` per open file, owned by the process (the mm) that opened it: a call from any
 //! other address space, through an fd inherited over fork or passed with `SCM_RIGHTS`, is refused
-//! with `EPERM` before anything is read. Everything mutable sits behind one mutex, the only lock
-//! of the slow path. Lock order: the context mutex, then the mmap lock (taken by `vm_mmap` and by
-//! faults while a block is initialised); nothing here runs with the mmap lock held.
+//! with `EPERM` before anything of the context is read or changed (the command's own input has
+//! been read and checked by then, `uapi::read_input`). Everything mutable sits behind one mutex,
+//! the only lock of the slow path. Lock order: the context mutex, then the mmap lock (taken by
+//! `vm_mmap` and by faults while a block is initialised) or the cache's spinlock; nothing here
+//! runs with the mmap lock held.
 //!
-//! Thread exit is detected by the module itself: each `Thread` holds a reference to its task, a
-//! table whose task has `PF_EXITING` is reclaimed (its blocks go back to their pools) whenever a
-//! new thread makes its first call and whenever the counters are read (`STATS`, fdinfo), and a
-//! new task that reuses a tid never sees the table of the task that had it before.
+//! This file wires the commands to the state; the policies live below it: where blocks come from
+//! (`block.rs`), what memory a context may use (`budget.rs`), when threads are found gone
+//! (`threads.rs`), what a forked child inherits (`fork.rs`), and how the counters are read
+//! (`stats.rs`).
 
 use core::sync::atomic::{
     AtomicU32,
@@ -25,11 +27,7 @@ use kernel::{
     },
     new_mutex,
     prelude::*,
-    rbtree::RBTree,
-    seq_file::{
-        seq_print,
-        SeqFile, //
-    },
+    seq_file::SeqFile,
     sync::{
         aref::ARef,
         Arc,
@@ -47,50 +45,37 @@ use kernel::{
 };
 
 use crate::arch;
-use crate::block::{
-    BlockPool,
-    PackedRows, //
-};
+use crate::budget::Budget;
 use crate::cache::{
     self,
     Cache, //
 };
 use crate::exit_hook;
-use crate::registry::{
-    Layout,
-    Module,
-    Registry,
+use crate::fork;
+use crate::layout::Layout;
+use crate::limits::{
+    self,
     LIMITS, //
 };
-use crate::thread::Thread;
-use crate::uapi::*;
-use crate::usermem::{
-    self,
-    OwnerMm, //
+use crate::registry::Registry;
+use crate::rows::PackedRows;
+use crate::stats::{
+    Identity,
+    Totals,
+    View, //
 };
-
-/// Counters that outlive threads and modules.
-#[derive(Default)]
-struct Totals {
-    lookups: u64,
-    allocs: u64,
-    thread_exits: u64,
-    /// Lookups made while strict mode was on: every access trapped.
-    traps: u64,
-    /// Cache entries written.
-    fills: u64,
-}
+use crate::threads::Threads;
+use crate::uapi::*;
+use crate::usermem::OwnerMm;
 
 /// The fields protected by the context lock.
 struct Inner {
     registry: Registry,
-    threads: RBTree<Pid, Thread>,
+    threads: Threads,
     /// The threads' rows of packed blocks (of the small modules).
     rows: PackedRows,
-    /// Bytes of user memory mapped for blocks, by all pools and the rows.
-    mapped: u64,
-    /// Bytes of `.tdata` snapshots held for all modules.
-    image_bytes: u64,
+    /// The memory the context holds: mapped for blocks, and kept for images.
+    budget: Budget,
     totals: Totals,
 }
 
@@ -110,62 +95,21 @@ pub(crate) struct Context {
     inner: Mutex<Inner>,
 }
 
-/// Whether strict mode is forced on every context by the module parameter.
-fn strict_param() -> bool {
-    crate::module_parameters::strict.value()
-}
-
-/// Threads one cache holds (module parameter); 0 turns the cache off.
-fn cache_threads() -> usize {
-    crate::module_parameters::cache_threads.value() as usize
-}
-
-/// Puts the blocks of a table whose thread is gone back into their pools, and its row.
-fn reclaim(registry: &mut Registry, rows: &mut PackedRows, t: &Thread, totals: &mut Totals) {
-    for (slot, b) in t.blocks() {
-        // A block in a slot always belongs to the module registered there now: `UNREGISTER`
-        // takes a module's blocks out of every table before the slot can be reused.
-        if let Some(m) = registry.by_slot_mut(slot) {
-            if m.column.is_some() {
-                m.packed -= 1;
-            } else {
-                m.pool.free(b.addr);
-            }
-        }
-    }
-    if let Some(row) = t.row {
-        rows.pool.free(row);
-    }
-    totals.thread_exits += 1;
-}
-
 impl Inner {
     /// Reclaims the tables of every thread that has exited.
     fn sweep(&mut self) {
-        let Self {
-            registry,
-            threads,
-            rows,
-            totals,
-            ..
-        } = self;
-        let mut cursor = threads.cursor_front_mut();
-        while let Some(c) = cursor {
-            if c.current().1.exited() {
-                let (next, node) = c.remove_current();
-                reclaim(registry, rows, &node.to_key_value().1, totals);
-                cursor = next;
-            } else {
-                cursor = c.move_next();
-            }
-        }
+        self.totals.thread_exits += self.threads.sweep(&mut self.registry, &mut self.rows);
     }
 
-    /// Live blocks of all modules, and their bytes.
-    fn live_blocks(&self) -> (u64, u64) {
-        self.registry.iter().fold((0, 0), |(n, b), m| {
-            (n + m.live(), b + m.live() * m.layout.memsz as u64)
-        })
+    /// The state, for reading the counters.
+    fn view(&self) -> View<'_> {
+        View {
+            registry: &self.registry,
+            threads: &self.threads,
+            rows: &self.rows,
+            budget: &self.budget,
+            totals: &self.totals,
+        }
     }
 }
 
@@ -184,10 +128,9 @@ impl Context {
             cache: SetOnce::new(),
             inner <- new_mutex!(Inner {
                 registry: Registry::new(),
-                threads: RBTree::new(),
+                threads: Threads::new(),
                 rows,
-                mapped: 0,
-                image_bytes: 0,
+                budget: Budget::new(&LIMITS),
                 totals: Totals::default(),
             }),
         }))
@@ -195,24 +138,18 @@ impl Context {
 
     /// Whether every access must trap into the kernel.
     fn strict(&self) -> bool {
-        strict_param() || self.mode.load(Ordering::Relaxed) & KSTLS_MODE_STRICT != 0
+        limits::strict_forced() || self.mode.load(Ordering::Relaxed) & KSTLS_MODE_STRICT != 0
     }
 
     /// The calling thread's thread pointer, if its blocks may be cached: there is a cache, the
-    /// context is not strict, and the psABI self-pointer at `%fs:0` is the real FS base (what
-    /// user space will hash by). Reads user memory, so it runs before the lock is taken.
+    /// context is not strict, and `cache::thread_pointer` vouches for it. Reads user memory, so
+    /// it runs before the lock is taken.
     fn cacheable_tp(&self) -> Option<u64> {
         self.cache.as_ref()?;
         if self.strict() {
             return None;
         }
-        let fsbase = arch::current_fsbase();
-        let at = usize::try_from(fsbase).ok()?;
-        let self_ptr: u64 = UserSlice::new(UserPtr::from_addr(at), 8)
-            .reader()
-            .read()
-            .ok()?;
-        (self_ptr == fsbase).then_some(fsbase)
+        cache::thread_pointer()
     }
 
     /// The proof that the caller runs in this context's process; `EPERM` otherwise.
@@ -223,9 +160,6 @@ impl Context {
     /// `KSTLS_IOC_REGISTER`: validates the descriptor, snapshots the image, returns the id.
     pub(crate) fn register(&self, r: &kstls_register) -> Result<u64> {
         let _owner = self.owner()?;
-        if r.flags != 0 || r.reserved0 != 0 || r.reserved.iter().any(|&v| v != 0) {
-            return Err(EINVAL);
-        }
         let layout = Layout::new(r.filesz, r.memsz, r.align, r.align_offset, &LIMITS)?;
         // The snapshot is read before taking the lock: no user copy under the lock when it can
         // be avoided. Its size is bounded by `max_image_size`.
@@ -234,63 +168,38 @@ impl Context {
         UserSlice::new(UserPtr::from_addr(src), layout.filesz).read_all(&mut image, GFP_KERNEL)?;
 
         let mut g = self.inner.lock();
-        let filesz = layout.filesz as u64;
-        let total = g.image_bytes.checked_add(filesz).ok_or(E2BIG)?;
-        if total > LIMITS.max_image_total {
-            return Err(E2BIG);
-        }
-        let column = g.rows.place(&layout);
-        let id = g.registry.insert(LIMITS.max_modules, |id| {
-            Ok(Module {
-                id,
-                layout,
-                image,
-                pool: BlockPool::new(),
-                column,
-                packed: 0,
-                lookups: 0,
-                allocs: 0,
-            })
-        });
-        let id = match id {
-            Ok(id) => id,
-            Err(e) => {
-                if let Some(c) = column {
-                    g.rows.release(c, layout.memsz);
-                }
-                return Err(e);
-            }
-        };
-        g.image_bytes = total;
+        let Inner {
+            registry,
+            rows,
+            budget,
+            ..
+        } = &mut *g;
+        let id = registry.add(LIMITS.max_modules, layout, image, rows, budget)?;
         Ok(id.encode())
     }
 
-    /// `KSTLS_IOC_UNREGISTER`: frees every thread's block of the module and its arenas.
+    /// `KSTLS_IOC_UNREGISTER`: frees every thread's block of the module and its storage.
     pub(crate) fn unregister(&self, id: u64) -> Result {
         let owner = self.owner()?;
-        let mut g = self.inner.lock();
+        let mut guard = self.inner.lock();
+        let g = &mut *guard;
         let mut m = g.registry.remove(id)?;
         if let Some(c) = self.cache.as_ref() {
-            c.forget_module(id, m.id.slot);
+            c.forget_module(id, m.id.index);
         }
-        for t in g.threads.values_mut() {
-            t.take(m.id.slot, m.layout.memsz);
+        g.threads.forget_module(m.id.index, m.layout.memsz);
+        let packed = m
+            .storage
+            .release(&m.layout, &mut g.rows, &mut g.budget, &owner);
+        // No packed block is left (the common case: the last small module is gone): no table
+        // points into a row any more, so the rows are unmapped as a module's arenas are, and a
+        // thread gets a new row at its next packed first touch.
+        if packed && !g.registry.packed_live() {
+            g.threads.forget_rows();
+            g.rows.unmap_all(&mut g.budget, &owner);
         }
-        g.mapped -= m.pool.unmap_all(&owner);
-        if let Some(c) = m.column {
-            g.rows.release(c, m.layout.memsz);
-            // No packed block is left (the common case: the last small module is gone): no
-            // table points into a row any more, so the rows are unmapped as a module's arenas
-            // are, and a thread gets a new row at its next packed first touch.
-            if g.registry.iter().all(|md| md.packed == 0) {
-                for t in g.threads.values_mut() {
-                    t.row = None;
-                }
-                g.mapped -= g.rows.pool.unmap_all(&owner);
-            }
-        }
-        g.image_bytes -= m.layout.filesz as u64;
-        drop(g);
+        g.budget.uncharge_image(m.layout.filesz);
+        drop(guard);
         // The snapshot is freed here, after the lock is dropped.
         drop(m);
         Ok(())
@@ -308,91 +217,44 @@ impl Context {
 
         let mut g = self.inner.lock();
         let inner = &mut *g;
-        let (slot, layout) = {
-            let m = inner.registry.get_mut(module)?;
-            (m.id.slot, m.layout)
+        let (index, memsz) = {
+            let m = inner.registry.get(module)?;
+            (m.id.index, m.layout.memsz)
         };
-        if offset >= layout.memsz as u64 {
+        if offset >= memsz as u64 {
             return Err(EINVAL);
         }
-
-        if !matches!(inner.threads.get(&pid), Some(t) if t.is(task)) {
-            // A table under this tid belongs to an earlier task, which has exited.
-            if let Some(old) = inner.threads.remove(&pid) {
-                reclaim(
-                    &mut inner.registry,
-                    &mut inner.rows,
-                    &old,
-                    &mut inner.totals,
-                );
-            }
-            // A new thread: a good time to reclaim those that are gone.
-            inner.sweep();
-            inner.threads.try_create_and_insert(
-                pid,
-                Thread::new(task, arch::current_fsbase()),
-                GFP_KERNEL,
-            )?;
-        }
+        inner.threads.enter(
+            task,
+            pid,
+            &mut inner.registry,
+            &mut inner.rows,
+            &mut inner.totals.thread_exits,
+        )?;
         let Inner {
             registry,
             threads,
             rows,
-            mapped,
+            budget,
             totals,
-            ..
         } = inner;
-        let t = threads.get_mut(&pid).ok_or(EINVAL)?;
-        let m = registry.by_slot_mut(slot).ok_or(EINVAL)?;
+        let t = threads.get_mut(pid).ok_or(EINVAL)?;
+        let m = registry.by_index_mut(index).ok_or(EINVAL)?;
 
-        let block = match t.block(slot) {
+        let block = match t.block(index) {
             Some(b) => b.addr,
             None => {
-                t.reserve(slot)?;
-                let mut budget = LIMITS.max_block_bytes.saturating_sub(*mapped);
-                let before = budget;
-                // A packed block is the module's column of the thread's row (made now if the
-                // thread has none). Its bytes may have been another module's or another
-                // thread's, so it is never taken as zero.
-                let (addr, fresh, new_row) = match (m.column, t.row) {
-                    (Some(c), Some(row)) => (row + c, false, None),
-                    (Some(c), None) => {
-                        let row = rows.alloc_row(&mut budget, &owner)?;
-                        (row + c, false, Some(row))
-                    }
-                    (None, _) => {
-                        let nb = m.pool.alloc(&layout, &mut budget, &owner)?;
-                        (nb.addr, nb.fresh, None)
-                    }
-                };
-                *mapped += before - budget;
-                if let Err(e) = owner.init_block(addr, &m.image, layout.memsz, fresh) {
-                    // The block is ours: if it is still mapped, faulting it in ran out of memory.
-                    let e = if e == EFAULT && owner.is_mapped(addr) {
-                        ENOMEM
-                    } else {
-                        e
-                    };
-                    *mapped -= match (m.column, new_row) {
-                        (None, _) => m.pool.abort(addr, &owner),
-                        (Some(_), Some(row)) => rows.pool.abort(row, &owner),
-                        (Some(_), None) => 0,
-                    };
-                    return Err(e);
-                }
-                if new_row.is_some() {
-                    t.row = new_row;
-                }
-                if m.column.is_some() {
-                    m.packed += 1;
-                }
-                t.set(slot, addr, layout.memsz);
+                t.reserve(index)?;
+                let addr = m
+                    .storage
+                    .first_touch(&m.layout, &m.image, &mut t.row, rows, budget, &owner)?;
+                t.set(index, addr, memsz);
                 m.allocs += 1;
                 totals.allocs += 1;
                 addr
             }
         };
-        if let Some(b) = t.block(slot) {
+        if let Some(b) = t.block_mut(index) {
             b.lookups += 1;
         }
         t.lookups += 1;
@@ -407,7 +269,7 @@ impl Context {
                 tp,
                 &mut t.cached_tp,
                 module,
-                slot,
+                index,
                 block,
             ) {
                 totals.fills += 1;
@@ -421,85 +283,38 @@ impl Context {
     /// process that forked it) had for the forking thread.
     pub(crate) fn adopt(&self, parent: &Context) -> Result {
         let _owner = self.owner()?;
-        if core::ptr::eq(self.mm.as_raw(), parent.mm.as_raw()) {
-            // The same process: there is nothing to adopt.
-            return Err(EINVAL);
-        }
-        if !usermem::parent_runs_in(&parent.mm) {
-            return Err(EPERM);
-        }
+        fork::may_adopt(&self.mm, &parent.mm)?;
         let cur = kernel::current!();
         let task: &Task = &cur;
-        let fsbase = arch::current_fsbase();
 
         // The child's state is built under the parent's lock alone; the two context locks are
         // never held together.
-        let (registry, rows, thread, mapped, image_bytes) = {
+        let child = {
             let g = parent.inner.lock();
-            // The child's only thread is the copy of the parent thread that forked: the one with
-            // the same thread pointer (a dead thread may have had it too, so skip those).
-            let forker = g
-                .threads
-                .values()
-                .find(|t| t.fsbase == fsbase && !t.exited());
-            let registry = g.registry.fork_copy(|m| {
-                let slot = m.id.slot;
-                let kept = forker.and_then(|t| t.block_addr(slot));
-                if m.column.is_some() {
-                    // Packed blocks live in the rows, which are copied below.
-                    return Ok((
-                        m.pool.fork_copy(None, core::iter::empty())?,
-                        u64::from(kept.is_some()),
-                    ));
-                }
-                let others = g
-                    .threads
-                    .values()
-                    .filter_map(move |t| t.block_addr(slot))
-                    .filter(move |a| Some(*a) != kept);
-                Ok((m.pool.fork_copy(kept, others)?, 0))
-            })?;
-            let kept_row = forker.and_then(|t| t.row);
-            let other_rows = g
-                .threads
-                .values()
-                .filter_map(|t| t.row)
-                .filter(|r| Some(*r) != kept_row);
-            let rows = g.rows.fork_copy(kept_row, other_rows)?;
-            let mut thread = Thread::new(task, fsbase);
-            thread.row = kept_row;
-            if let Some(f) = forker {
-                for (slot, b) in f.blocks() {
-                    let memsz = g
-                        .registry
-                        .iter()
-                        .find(|m| m.id.slot == slot)
-                        .map(|m| m.layout.memsz);
-                    thread.inherit(slot, b.addr, memsz.unwrap_or(0))?;
-                }
-            }
-            (registry, rows, thread, g.mapped, g.image_bytes)
+            fork::inherit(
+                &g.registry,
+                &g.threads,
+                &g.rows,
+                &g.budget,
+                task,
+                arch::current_fsbase(),
+            )?
         };
 
         let mut g = self.inner.lock();
         if g.registry.len() != 0 || !g.threads.is_empty() {
             return Err(EINVAL);
         }
-        g.threads
-            .try_create_and_insert(task.pid(), thread, GFP_KERNEL)?;
-        g.registry = registry;
-        g.rows = rows;
-        g.mapped = mapped;
-        g.image_bytes = image_bytes;
+        g.threads.insert(task.pid(), child.thread)?;
+        g.registry = child.registry;
+        g.rows = child.rows;
+        g.budget = child.budget;
         Ok(())
     }
 
-    /// `KSTLS_IOC_SET_MODE`.
+    /// `KSTLS_IOC_SET_MODE`, with `mode` made only of known bits.
     pub(crate) fn set_mode(&self, mode: u32) -> Result {
         let _owner = self.owner()?;
-        if mode & !KSTLS_MODE_STRICT != 0 {
-            return Err(EINVAL);
-        }
         // Under the context lock, so that no fill of a racing GET_ADDR lands after the switch.
         let _g = self.inner.lock();
         self.mode.store(mode, Ordering::Relaxed);
@@ -515,7 +330,7 @@ impl Context {
         if !core::ptr::eq(vma.mm().as_raw(), self.mm.as_raw()) {
             return Err(EPERM);
         }
-        let threads = cache_threads();
+        let threads = limits::cache_threads();
         if threads == 0 || !exit_hook::active() {
             return Err(ENODEV);
         }
@@ -536,134 +351,28 @@ impl Context {
         let _owner = self.owner()?;
         let mut g = self.inner.lock();
         g.sweep();
-        Ok(kstls_info {
-            abi_version: KSTLS_ABI_VERSION,
-            features: KSTLS_FEAT_EXIT_TRACKING
-                | KSTLS_FEAT_STATS
-                | KSTLS_FEAT_FDINFO
-                | KSTLS_FEAT_ADOPT
-                | KSTLS_FEAT_STRICT
-                | if exit_hook::active() {
-                    KSTLS_FEAT_CACHE
-                } else {
-                    0
-                },
-            max_modules: LIMITS.max_modules,
-            max_align: LIMITS.max_align,
-            max_image_size: LIMITS.max_image_size,
-            max_block_bytes: LIMITS.max_block_bytes,
-            nr_modules: g.registry.len() as u32,
-            nr_threads: g.threads.values().filter(|t| t.nr_blocks > 0).count() as u32,
-            block_bytes: g.mapped,
-            max_image_total: LIMITS.max_image_total,
-            image_bytes: g.image_bytes,
-            cache_size: if exit_hook::active() {
-                cache::size_for(cache_threads()).unwrap_or(0) as u32
-            } else {
-                0
-            },
-            mode: if self.strict() { KSTLS_MODE_STRICT } else { 0 },
-            ..Default::default()
-        })
+        Ok(g.view().info(self.strict()))
     }
 
     /// `KSTLS_IOC_STATS`: counters, optionally narrowed to a module and/or a thread.
     pub(crate) fn stats(&self, q: &kstls_stats) -> Result<kstls_stats> {
         let _owner = self.owner()?;
-        if q.reserved0 != 0 {
-            return Err(EINVAL);
-        }
         let tid = Pid::try_from(q.tid).map_err(|_| EINVAL)?;
-        let mut out = kstls_stats {
-            module: q.module,
-            tid: q.tid,
-            ..Default::default()
-        };
         let mut g = self.inner.lock();
         g.sweep();
-        let (all_blocks, all_bytes) = g.live_blocks();
-        let Inner {
-            registry,
-            threads,
-            totals,
-            ..
-        } = &mut *g;
-        let module = match q.module {
-            0 => None,
-            id => Some(registry.get_mut(id)?),
-        };
-        match (module, tid) {
-            (None, 0) => {
-                out.lookups = totals.lookups;
-                out.allocs = totals.allocs;
-                out.blocks = all_blocks;
-                out.block_bytes = all_bytes;
-                out.thread_exits = totals.thread_exits;
-            }
-            (Some(m), 0) => {
-                out.lookups = m.lookups;
-                out.allocs = m.allocs;
-                out.blocks = m.live();
-                out.block_bytes = m.live() * m.layout.memsz as u64;
-            }
-            (None, tid) => {
-                if let Some(t) = threads.get(&tid) {
-                    out.lookups = t.lookups;
-                    out.allocs = t.allocs;
-                    out.blocks = t.nr_blocks;
-                    out.block_bytes = t.block_bytes;
-                }
-            }
-            (Some(m), tid) => {
-                if let Some(b) = threads.get_mut(&tid).and_then(|t| t.block(m.id.slot)) {
-                    out.lookups = b.lookups;
-                    out.allocs = 1;
-                    out.blocks = 1;
-                    out.block_bytes = m.layout.memsz as u64;
-                }
-            }
-        }
-        Ok(out)
+        g.view().stats(q.module, tid)
     }
 
     /// `/proc/<pid>/fdinfo/<fd>`: the state of the context, readable by an operator.
     pub(crate) fn show(&self, m: &SeqFile) {
         let mut g = self.inner.lock();
         g.sweep();
-        let (blocks, bytes) = g.live_blocks();
-        seq_print!(m, "kstls-abi:\t{}\n", KSTLS_ABI_VERSION);
-        seq_print!(m, "owner-tgid:\t{}\n", self.tgid);
-        seq_print!(m, "modules:\t{}\n", g.registry.len());
-        seq_print!(m, "threads:\t{}\n", g.threads.values().count());
-        seq_print!(m, "blocks:\t{}\n", blocks);
-        seq_print!(m, "block-bytes:\t{}\n", bytes);
-        seq_print!(m, "mapped-bytes:\t{}\n", g.mapped);
-        seq_print!(m, "rows:\t{}\n", g.rows.pool.live);
-        let packed = g.registry.iter().filter(|md| md.column.is_some()).count();
-        seq_print!(m, "packed-modules:\t{}\n", packed);
-        seq_print!(m, "image-bytes:\t{}\n", g.image_bytes);
-        seq_print!(m, "lookups:\t{}\n", g.totals.lookups);
-        seq_print!(m, "allocs:\t{}\n", g.totals.allocs);
-        seq_print!(m, "thread-exits:\t{}\n", g.totals.thread_exits);
-        seq_print!(m, "strict:\t{}\n", u8::from(self.strict()));
-        seq_print!(m, "traps:\t{}\n", g.totals.traps);
-        seq_print!(m, "cache-fills:\t{}\n", g.totals.fills);
-        let cached = self.cache.as_ref().map_or(0, |c| c.cached_threads());
-        seq_print!(m, "cached-threads:\t{}\n", cached);
-        for md in g.registry.iter() {
-            seq_print!(
-                m,
-                "module:\t{:#x} filesz={} memsz={} align={} align_offset={} blocks={} lookups={} allocs={}\n",
-                md.id.encode(),
-                md.layout.filesz,
-                md.layout.memsz,
-                md.layout.align,
-                md.layout.align_offset,
-                md.live(),
-                md.lookups,
-                md.allocs
-            );
-        }
+        let id = Identity {
+            tgid: self.tgid,
+            strict: self.strict(),
+            cached_threads: self.cache.as_ref().map_or(0, |c| c.cached_threads()),
+        };
+        g.view().show(m, &id);
     }
 }
 
@@ -677,10 +386,14 @@ impl PinnedDrop for Context {
         // already gone or replaced, and there is nothing to unmap.
         if let Some(owner) = OwnerMm::check(&self.mm) {
             let mut g = self.inner.lock();
-            for m in g.registry.iter_mut() {
-                m.pool.unmap_all(&owner);
-            }
-            g.rows.pool.unmap_all(&owner);
+            let Inner {
+                registry,
+                rows,
+                budget,
+                ..
+            } = &mut *g;
+            registry.release_all(rows, budget, &owner);
+            rows.unmap_all(budget, &owner);
         }
     }
 }

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Thread exit, seen by the module itself: a probe on the `sched_process_exit` tracepoint.
+//! Thread exit, seen by the driver itself: a probe on the `sched_process_exit` tracepoint.
 //!
-//! One `ExitHook` for the module, registered at load and unregistered at unload, and one global
+//! One `ExitHook` for the driver, registered at load and unregistered at unload, and one global
 //! table of the caches that exist (`CACHES`). The probe runs in the exiting task, before
 //! `exit_mm()` releases the thread's `clear_child_tid` futex, so the thread's cache slot is gone
 //! before anybody can join it and start a thread on the same stack and thread pointer. Block
@@ -35,7 +35,7 @@ use crate::arch;
 use crate::cache::Cache;
 
 kernel::sync::global_lock! {
-    // SAFETY: `init_caches` is called in the module initialiser, before the probe is registered
+    // SAFETY: `init_caches` is called in the driver's initialiser, before the probe is registered
     // and before the device exists, so before any other use.
     unsafe(uninit) static CACHES: SpinLock<Option<RBTree<usize, Arc<Cache>>>> = None;
 }
@@ -43,7 +43,7 @@ kernel::sync::global_lock! {
 /// Whether the probe is registered: without it no cache may be handed out.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-/// Initialises the global table. Called once, from the module initialiser.
+/// Initialises the global table. Called once, from the driver's initialiser.
 pub(crate) fn init_caches() {
     // SAFETY: Called exactly once, before any other use of `CACHES`.
     unsafe { CACHES.init() };
@@ -113,7 +113,7 @@ unsafe impl Send for ExitHook {}
 unsafe impl Sync for ExitHook {}
 
 impl ExitHook {
-    /// Registers the probe; without the tracepoint the module still works, with no cache.
+    /// Registers the probe; without the tracepoint the driver still works, with no cache.
     pub(crate) fn new() -> Self {
         let mut tp: *mut bindings::tracepoint = ptr::null_mut();
         // SAFETY: `find_exit_tp` matches the callback type and only writes through `out`, which
@@ -124,7 +124,7 @@ impl ExitHook {
             return Self { tp };
         }
         // SAFETY: `tp` is a kernel tracepoint and `on_exit` has its probe signature; the probe
-        // is unregistered in `drop` before the module text goes away.
+        // is unregistered in `drop` before the driver's text goes away.
         let ret = unsafe {
             bindings::tracepoint_probe_register(tp, on_exit as *mut c_void, ptr::null_mut())
         };
@@ -150,7 +150,7 @@ impl Drop for ExitHook {
         ACTIVE.store(false, Ordering::Release);
         // SAFETY: The probe was registered with these arguments in `new`. `tracepoint_srcu` is
         // the SRCU domain non-faultable tracepoints run their probes in: after the grace period
-        // no CPU is still inside `on_exit`, so the module may go.
+        // no CPU is still inside `on_exit`, so the driver may be unloaded.
         unsafe {
             bindings::tracepoint_probe_unregister(self.tp, on_exit as *mut c_void, ptr::null_mut());
             bindings::synchronize_srcu(&raw mut bindings::tracepoint_srcu);

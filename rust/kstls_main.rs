@@ -4,16 +4,36 @@
 //!
 //! A process opens `/dev/kstls` and gets a context (see `context.rs`): it registers each TLS
 //! module (the `PT_TLS` header of an executable or shared object) and asks, per thread, for the
-//! address of a variable in that thread's block, which the module allocates in the process's own
+//! address of a variable in that thread's block, which the driver allocates in the process's own
 //! memory on first touch, with `.tdata` copied and `.tbss` zeroed and the address congruent to
 //! `p_vaddr` modulo `p_align`. This is what `__tls_get_addr` needs, served without any libc's
-//! dynamic linker. The ABI is `uapi/kstls.h`.
+//! dynamic linker. The ABI is `uapi/linux/kstls.h`.
 //!
-//! Files: `uapi.rs` (the generated ABI), `context.rs` (one per open file), `registry.rs` (modules
-//! and ids), `thread.rs` (one table per thread), `block.rs` (block pools in user memory, and the
-//! rows that pack small blocks a page per thread), `cache.rs` (the fast-path pages),
-//! `exit_hook.rs` (forgetting exiting threads), `usermem.rs` (the raw `vm_mmap` bindings, wrapped
-//! once).
+//! Words used in these files, each for one thing only:
+//! - *module*: a TLS module, what one `PT_TLS` program header describes (`TlsModule`), named by
+//!   a *module id* (`ModuleId`) whose low 32 bits are its *index* (its place in the registry and
+//!   in every thread's table) and whose high 32 bits are the *generation* of that place. kstls.ko
+//!   itself is *the driver* (`KstlsDriver`; its parameters keep the kernel's name, module
+//!   parameters), and a Rust source file is a *file*.
+//! - *block*: one thread's TLS block of one module, in the process's memory. It comes from the
+//!   module's *storage*: a *pool* of *arenas* (mappings blocks are carved from), or, for a small
+//!   module, a *column* of every thread's *row* (a page that holds the thread's small blocks).
+//! - *table*: one thread's record of its blocks, by module index (`Thread`).
+//! - *slot*: a place in the fast-path cache's hash table, keyed by a thread pointer, as in
+//!   `struct kstls_cache_slot`; a cached thread's *entries* (`struct kstls_cache_dtv_entry`) hold
+//!   one module each, at the module's index modulo the entries per thread.
+//!
+//! Files, each using only files listed before it (and the parameters `module!` declares here):
+//! `uapi.rs` (the generated ABI, its layout checked at compile time, and the checks every
+//! command's input passes), `arch.rs` (the thread pointer), `limits.rs` (the caps and the
+//! driver's parameters), `usermem.rs` (the raw `vm_mmap` bindings, wrapped once), `layout.rs` (a
+//! module's block geometry), `budget.rs` (the memory a context holds against its caps),
+//! `pool.rs` (arenas and the blocks carved from them), `rows.rs` (the rows and their columns),
+//! `block.rs` (a module's storage, and first touch), `thread.rs` (one table per thread),
+//! `registry.rs` (modules and ids), `threads.rs` (the tables of a context, and exited threads),
+//! `cache.rs` (the fast-path pages), `exit_hook.rs` (forgetting exiting threads), `stats.rs`
+//! (`INFO`, `STATS` and fdinfo), `fork.rs` (what a forked child adopts), `context.rs` (one per
+//! open file), and this one (the device and the ioctl dispatch).
 //!
 //! A complete user-space program that uses every ioctl, including one that must fail:
 //!
@@ -25,7 +45,7 @@
 //! #include <string.h>
 //! #include <sys/ioctl.h>
 //! #include <unistd.h>
-//! #include "kstls.h"
+//! #include <linux/kstls.h>
 //!
 //! static const char image[8] = "kstls!";   /* .tdata: 8 bytes, then 8 bytes of .tbss */
 //!
@@ -94,11 +114,19 @@ use kernel::{
 
 mod arch;
 mod block;
+mod budget;
 mod cache;
 mod context;
 mod exit_hook;
+mod fork;
+mod layout;
+mod limits;
+mod pool;
 mod registry;
+mod rows;
+mod stats;
 mod thread;
+mod threads;
 mod uapi;
 mod usermem;
 
@@ -106,7 +134,7 @@ use context::Context;
 use uapi::*;
 
 module! {
-    type: KstlsModule,
+    type: KstlsDriver,
     name: "kstls",
     authors: ["The kstls developers"],
     description: "Thread-local storage served by the kernel (/dev/kstls)",
@@ -123,15 +151,16 @@ module! {
     },
 }
 
+/// The driver: kstls.ko, loaded once.
 #[pin_data]
-struct KstlsModule {
+struct KstlsDriver {
     #[pin]
     _miscdev: MiscDeviceRegistration<KstlsDevice>,
     /// Dropped after the device is gone, so no context can still need it.
     _exit_hook: exit_hook::ExitHook,
 }
 
-impl kernel::InPlaceModule for KstlsModule {
+impl kernel::InPlaceModule for KstlsDriver {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         exit_hook::init_caches();
         let hook = exit_hook::ExitHook::new();
@@ -194,16 +223,13 @@ fn ioc_info(ctx: &Context, buf: UserSlice) -> Result {
 
 fn ioc_register(ctx: &Context, buf: UserSlice) -> Result {
     let (mut r, mut w) = buf.reader_writer();
-    let mut reg: kstls_register = r.read()?;
+    let mut reg: kstls_register = read_input(&mut r)?;
     reg.module = ctx.register(&reg)?;
     w.write(&reg)
 }
 
 fn ioc_unregister(ctx: &Context, buf: UserSlice) -> Result {
-    let u: kstls_unregister = buf.reader().read()?;
-    if u.reserved != 0 {
-        return Err(EINVAL);
-    }
+    let u: kstls_unregister = read_input(&mut buf.reader())?;
     ctx.unregister(u.module)
 }
 
@@ -217,15 +243,12 @@ fn ioc_get_addr(ctx: &Context, arg: usize) -> Result {
 
 fn ioc_stats(ctx: &Context, buf: UserSlice) -> Result {
     let (mut r, mut w) = buf.reader_writer();
-    let q: kstls_stats = r.read()?;
+    let q: kstls_stats = read_input(&mut r)?;
     w.write(&ctx.stats(&q)?)
 }
 
 fn ioc_adopt(ctx: &Context, file: &File, buf: UserSlice) -> Result {
-    let a: kstls_adopt = buf.reader().read()?;
-    if a.reserved0 != 0 || a.reserved != 0 {
-        return Err(EINVAL);
-    }
+    let a: kstls_adopt = read_input(&mut buf.reader())?;
     let parent_file = LocalFile::fget(a.parent_fd)?;
     // SAFETY: Both files are kept alive by references (`file` by the ioctl, `parent_file` by
     // `fget`), so reading their `f_op` is valid; `misc_open` set it when they were opened and it
@@ -242,9 +265,6 @@ fn ioc_adopt(ctx: &Context, file: &File, buf: UserSlice) -> Result {
 }
 
 fn ioc_set_mode(ctx: &Context, buf: UserSlice) -> Result {
-    let m: kstls_mode = buf.reader().read()?;
-    if m.reserved0 != 0 || m.reserved != 0 {
-        return Err(EINVAL);
-    }
+    let m: kstls_mode = read_input(&mut buf.reader())?;
     ctx.set_mode(m.mode)
 }

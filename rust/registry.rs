@@ -2,104 +2,26 @@
 
 //! The module registry of a context: the TLS modules a process registered, by module id.
 //!
-//! There is one `Registry` per context. A module is what one `PT_TLS` program header describes:
-//! the layout of its blocks (`Layout`), a snapshot of its `.tdata` image taken at registration,
-//! and the pool its blocks are carved from. Ids are `generation << 32 | slot`: slots are reused
-//! after `UNREGISTER`, generations are not, so a stale id never reaches a new module's blocks.
+//! There is one `Registry` per context. A module (`TlsModule`) is what one `PT_TLS` program
+//! header describes: the layout of its blocks (`Layout`), a snapshot of its `.tdata` image taken
+//! at registration, and the storage its blocks come from (`Storage`). Ids are
+//! `generation << 32 | index`: the index of a place in the registry is reused after
+//! `UNREGISTER`, its generation is not, so a stale id never reaches a new module's blocks.
 
 use kernel::prelude::*;
 
-use crate::block::BlockPool;
+use crate::block::Storage;
+use crate::budget::Budget;
+use crate::layout::Layout;
+use crate::rows::PackedRows;
+use crate::thread::Thread;
+use crate::usermem::OwnerMm;
 
-/// Per-process caps; every one is reported by `KSTLS_IOC_INFO`.
-pub(crate) struct Limits {
-    /// Modules registered at once (`ENOSPC` past it).
-    pub(crate) max_modules: u32,
-    /// Largest `p_align` (`EINVAL` past it): arenas are page aligned, so up to a page is exact.
-    pub(crate) max_align: u32,
-    /// Largest `p_memsz` of one module (`E2BIG` past it).
-    pub(crate) max_image_size: u64,
-    /// Sum of the `.tdata` snapshots kept in kernel memory (`E2BIG` past it).
-    pub(crate) max_image_total: u64,
-    /// Bytes of user memory mapped for blocks (`ENOMEM` past it).
-    pub(crate) max_block_bytes: u64,
-}
-
-/// The limits every context gets.
-pub(crate) const LIMITS: Limits = Limits {
-    max_modules: 1024,
-    max_align: kernel::page::PAGE_SIZE as u32,
-    max_image_size: 1 << 20,
-    max_image_total: 16 << 20,
-    max_block_bytes: 256 << 20,
-};
-
-/// Where a module's blocks go and how big they are, validated from a `PT_TLS` header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Layout {
-    /// Bytes copied from the image (`p_filesz`).
-    pub(crate) filesz: usize,
-    /// Size of a block (`p_memsz`); `filesz..memsz` is zero.
-    pub(crate) memsz: usize,
-    /// Every block address is congruent to `align_offset` modulo `align` (a power of two).
-    pub(crate) align: usize,
-    /// `p_vaddr % p_align`.
-    pub(crate) align_offset: usize,
-    /// Distance between consecutive blocks of an arena: `memsz` rounded up to `align`.
-    pub(crate) stride: usize,
-}
-
-impl Layout {
-    /// Validates a descriptor from user space; every step on its values is checked.
-    pub(crate) fn new(
-        filesz: u64,
-        memsz: u64,
-        align: u64,
-        align_offset: u64,
-        limits: &Limits,
-    ) -> Result<Self> {
-        // `p_align` of 0 and 1 both mean "no alignment constraint" in ELF.
-        let align = align.max(1);
-        if !align.is_power_of_two() || align > u64::from(limits.max_align) {
-            return Err(EINVAL);
-        }
-        if memsz == 0 || filesz > memsz || align_offset >= align {
-            return Err(EINVAL);
-        }
-        if memsz > limits.max_image_size {
-            return Err(E2BIG);
-        }
-        let memsz = usize::try_from(memsz).map_err(|_| E2BIG)?;
-        let align = usize::try_from(align).map_err(|_| EINVAL)?;
-        let stride = memsz.checked_add(align - 1).ok_or(E2BIG)? & !(align - 1);
-        Ok(Self {
-            filesz: usize::try_from(filesz).map_err(|_| EINVAL)?,
-            memsz,
-            align,
-            align_offset: usize::try_from(align_offset).map_err(|_| EINVAL)?,
-            stride,
-        })
-    }
-
-    /// The first block address at or after `base` that has the required congruence.
-    pub(crate) fn first_block(&self, base: usize) -> Option<usize> {
-        let mask = self.align - 1;
-        let pad = self.align_offset.wrapping_sub(base & mask) & mask;
-        base.checked_add(pad)
-    }
-
-    /// The size of an arena that holds at least `min` bytes of blocks and one block whatever
-    /// the alignment padding, rounded up to pages.
-    pub(crate) fn arena_len(&self, min: usize) -> Option<usize> {
-        let need = self.stride.checked_add(self.align)?.max(min);
-        kernel::page::page_align(need)
-    }
-}
-
-/// A module id as user space sees it: `generation << 32 | slot`, generation never 0.
+/// A module id as user space sees it: `generation << 32 | index`, generation never 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ModuleId {
-    pub(crate) slot: u32,
+    /// The module's place in the registry, and in every thread's table.
+    pub(crate) index: u32,
     pub(crate) generation: u32,
 }
 
@@ -111,58 +33,66 @@ impl ModuleId {
             return None;
         }
         Some(Self {
-            slot: id as u32,
+            index: id as u32,
             generation,
         })
     }
 
     /// The value handed to user space.
     pub(crate) fn encode(self) -> u64 {
-        (u64::from(self.generation) << 32) | u64::from(self.slot)
+        (u64::from(self.generation) << 32) | u64::from(self.index)
     }
 }
 
 /// One registered TLS module.
-pub(crate) struct Module {
+pub(crate) struct TlsModule {
     pub(crate) id: ModuleId,
     pub(crate) layout: Layout,
     /// The `.tdata` snapshot, `layout.filesz` bytes.
     pub(crate) image: KVVec<u8>,
-    /// Where this module's blocks come from when they are not packed.
-    pub(crate) pool: BlockPool,
-    /// The module's column in every thread's row (`PackedRows`), when its blocks are packed.
-    pub(crate) column: Option<usize>,
-    /// Live packed blocks.
-    pub(crate) packed: u64,
+    /// Where the module's blocks come from.
+    pub(crate) storage: Storage,
     /// `GET_ADDR` calls answered for this module.
     pub(crate) lookups: u64,
     /// Blocks initialised on first touch.
     pub(crate) allocs: u64,
 }
 
-impl Module {
-    /// Live blocks, packed or from the pool.
+impl TlsModule {
+    /// A module just registered under `id`, with no block yet.
+    pub(crate) fn new(id: ModuleId, layout: Layout, image: KVVec<u8>, storage: Storage) -> Self {
+        Self {
+            id,
+            layout,
+            image,
+            storage,
+            lookups: 0,
+            allocs: 0,
+        }
+    }
+
+    /// Live blocks.
     pub(crate) fn live(&self) -> u64 {
-        self.pool.live + self.packed
+        self.storage.live()
     }
 }
 
-/// A registry slot: the generation of its latest id and the module, if any, registered in it.
-struct Slot {
+/// A place in the registry: the generation of its latest id and the module, if any, there now.
+struct Place {
     generation: u32,
-    module: Option<Module>,
+    module: Option<TlsModule>,
 }
 
 /// The modules of one context.
 pub(crate) struct Registry {
-    slots: KVec<Slot>,
+    places: KVec<Place>,
     len: usize,
 }
 
 impl Registry {
     pub(crate) const fn new() -> Self {
         Self {
-            slots: KVec::new(),
+            places: KVec::new(),
             len: 0,
         }
     }
@@ -172,184 +102,192 @@ impl Registry {
         self.len
     }
 
-    /// Picks the slot and id for a new module, growing the table if needed (the only allocation
-    /// here), then stores what `make` builds for that id. `ENOSPC` at `max_modules`.
+    /// Picks the place and id for a new module, growing the table if needed (the only
+    /// allocation here), then stores what `make` builds for that id. `ENOSPC` at `max_modules`.
     pub(crate) fn insert(
         &mut self,
         max_modules: u32,
-        make: impl FnOnce(ModuleId) -> Result<Module>,
+        make: impl FnOnce(ModuleId) -> Result<TlsModule>,
     ) -> Result<ModuleId> {
         if self.len >= max_modules as usize {
             return Err(ENOSPC);
         }
-        let slot = match self.slots.iter().position(|s| s.module.is_none()) {
+        let index = match self.places.iter().position(|p| p.module.is_none()) {
             Some(i) => i,
             None => {
-                self.slots.push(
-                    Slot {
+                self.places.push(
+                    Place {
                         generation: 0,
                         module: None,
                     },
                     GFP_KERNEL,
                 )?;
-                self.slots.len() - 1
+                self.places.len() - 1
             }
         };
-        let s = &mut self.slots[slot];
+        let p = &mut self.places[index];
         // Generation 0 is never handed out, so wrapping skips it.
-        let generation = s.generation.wrapping_add(1).max(1);
+        let generation = p.generation.wrapping_add(1).max(1);
         let id = ModuleId {
-            slot: u32::try_from(slot).map_err(|_| ENOSPC)?,
+            index: u32::try_from(index).map_err(|_| ENOSPC)?,
             generation,
         };
-        s.module = Some(make(id)?);
-        s.generation = generation;
+        p.module = Some(make(id)?);
+        p.generation = generation;
         self.len += 1;
         Ok(id)
     }
 
-    /// The module that `id` names now; `EINVAL` for an unknown or stale id.
-    pub(crate) fn get_mut(&mut self, id: u64) -> Result<&mut Module> {
+    /// Registers a module of layout `l` with the snapshot `image`: the snapshot is charged to
+    /// `budget` (`E2BIG` past its cap), the module gets a column of `rows` if it is small enough
+    /// to be packed (else a pool), and an id (`ENOSPC` at `max_modules`). A failure keeps
+    /// nothing.
+    pub(crate) fn add(
+        &mut self,
+        max_modules: u32,
+        l: Layout,
+        image: KVVec<u8>,
+        rows: &mut PackedRows,
+        budget: &mut Budget,
+    ) -> Result<ModuleId> {
+        budget.charge_image(l.filesz)?;
+        let column = rows.place(&l);
+        let id = self.insert(max_modules, |id| {
+            Ok(TlsModule::new(id, l, image, Storage::new(column)))
+        });
+        if id.is_err() {
+            if let Some(c) = column {
+                rows.release(c, l.memsz);
+            }
+            budget.uncharge_image(l.filesz);
+        }
+        id
+    }
+
+    /// The place that `id` names, if the module registered under it is still there.
+    fn place(&self, id: u64) -> Result<usize> {
         let id = ModuleId::decode(id).ok_or(EINVAL)?;
-        match self.slots.get_mut(id.slot as usize) {
-            Some(Slot {
+        match self.places.get(id.index as usize) {
+            Some(Place {
                 generation,
-                module: Some(m),
-            }) if *generation == id.generation => Ok(m),
+                module: Some(_),
+            }) if *generation == id.generation => Ok(id.index as usize),
             _ => Err(EINVAL),
         }
     }
 
-    /// The module registered in `slot`, whatever its generation.
-    pub(crate) fn by_slot_mut(&mut self, slot: u32) -> Option<&mut Module> {
-        self.slots.get_mut(slot as usize)?.module.as_mut()
+    /// The module that `id` names now; `EINVAL` for an unknown or stale id.
+    pub(crate) fn get(&self, id: u64) -> Result<&TlsModule> {
+        let i = self.place(id)?;
+        self.places[i].module.as_ref().ok_or(EINVAL)
     }
 
-    /// Takes the module `id` names out of the registry; the slot keeps its generation.
-    pub(crate) fn remove(&mut self, id: u64) -> Result<Module> {
-        let slot = self.get_mut(id)?.id.slot as usize;
+    /// The same, mutably.
+    pub(crate) fn get_mut(&mut self, id: u64) -> Result<&mut TlsModule> {
+        let i = self.place(id)?;
+        self.places[i].module.as_mut().ok_or(EINVAL)
+    }
+
+    /// The module registered at `index`, whatever its generation.
+    pub(crate) fn by_index_mut(&mut self, index: u32) -> Option<&mut TlsModule> {
+        self.places.get_mut(index as usize)?.module.as_mut()
+    }
+
+    /// Takes the module `id` names out of the registry; the place keeps its generation.
+    pub(crate) fn remove(&mut self, id: u64) -> Result<TlsModule> {
+        let i = self.place(id)?;
+        let m = self.places[i].module.take().ok_or(EINVAL)?;
         self.len -= 1;
-        self.slots[slot].module.take().ok_or(EINVAL)
+        Ok(m)
     }
 
-    /// The registry of a forked child: every module with the same id, layout, image and column,
-    /// and the pool and packed count that `pool` makes from the parent's.
+    /// Whether some thread still has a packed block (of any module).
+    pub(crate) fn packed_live(&self) -> bool {
+        self.iter().any(|m| m.storage.is_packed() && m.live() != 0)
+    }
+
+    /// Gives back the blocks of a thread that is gone (its table `t`), and its row.
+    pub(crate) fn reclaim(&mut self, rows: &mut PackedRows, t: &Thread) {
+        for (index, b) in t.blocks() {
+            // A block at an index always belongs to the module registered there now:
+            // `UNREGISTER` takes a module's blocks out of every table before the place can be
+            // reused.
+            if let Some(m) = self.by_index_mut(index) {
+                m.storage.free(b.addr);
+            }
+        }
+        if let Some(row) = t.row {
+            rows.free_row(row);
+        }
+    }
+
+    /// Gives back the storage of every module (the context is closed by its own process).
+    pub(crate) fn release_all(
+        &mut self,
+        rows: &mut PackedRows,
+        budget: &mut Budget,
+        mm: &OwnerMm<'_>,
+    ) {
+        for m in self.iter_mut() {
+            m.storage.release(&m.layout, rows, budget, mm);
+        }
+    }
+
+    /// The registry of a forked child: every module with the same id, layout and image, and the
+    /// storage that `storage` makes from the parent's.
     pub(crate) fn fork_copy(
         &self,
-        mut pool: impl FnMut(&Module) -> Result<(BlockPool, u64)>,
+        mut storage: impl FnMut(&TlsModule) -> Result<Storage>,
     ) -> Result<Self> {
-        let mut slots = KVec::with_capacity(self.slots.len(), GFP_KERNEL)?;
-        for s in self.slots.iter() {
-            let module = match &s.module {
+        let mut places = KVec::with_capacity(self.places.len(), GFP_KERNEL)?;
+        for p in self.places.iter() {
+            let module = match &p.module {
                 None => None,
                 Some(m) => {
                     let mut image = KVVec::with_capacity(m.image.len(), GFP_KERNEL)?;
                     image.extend_from_slice(&m.image, GFP_KERNEL)?;
-                    let (pool, packed) = pool(m)?;
-                    Some(Module {
-                        id: m.id,
-                        layout: m.layout,
-                        image,
-                        pool,
-                        column: m.column,
-                        packed,
-                        lookups: 0,
-                        allocs: 0,
-                    })
+                    Some(TlsModule::new(m.id, m.layout, image, storage(m)?))
                 }
             };
-            slots.push(
-                Slot {
-                    generation: s.generation,
+            places.push(
+                Place {
+                    generation: p.generation,
                     module,
                 },
                 GFP_KERNEL,
             )?;
         }
         Ok(Self {
-            slots,
+            places,
             len: self.len,
         })
     }
 
     /// Every registered module.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Module> {
-        self.slots.iter().filter_map(|s| s.module.as_ref())
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &TlsModule> {
+        self.places.iter().filter_map(|p| p.module.as_ref())
     }
 
     /// Every registered module, mutably.
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Module> {
-        self.slots.iter_mut().filter_map(|s| s.module.as_mut())
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut TlsModule> {
+        self.places.iter_mut().filter_map(|p| p.module.as_mut())
     }
 }
 
 #[kunit_tests(rust_kstls_registry)]
 mod tests {
     use super::*;
+    use crate::limits::LIMITS;
 
-    fn layout(filesz: u64, memsz: u64, align: u64, off: u64) -> Result<Layout> {
-        Layout::new(filesz, memsz, align, off, &LIMITS)
-    }
-
-    fn module(id: ModuleId) -> Result<Module> {
-        Ok(Module {
-            id,
-            layout: layout(0, 8, 8, 0)?,
-            image: KVVec::new(),
-            pool: BlockPool::new(),
-            column: None,
-            packed: 0,
-            lookups: 0,
-            allocs: 0,
-        })
-    }
-
-    #[test]
-    fn layout_rejects_bad_descriptors() {
-        assert_eq!(layout(0, 0, 8, 0), Err(EINVAL));
-        assert_eq!(layout(9, 8, 8, 0), Err(EINVAL));
-        assert_eq!(layout(0, 8, 3, 0), Err(EINVAL));
-        assert_eq!(layout(0, 8, 8192, 0), Err(EINVAL));
-        assert_eq!(layout(0, 8, 8, 8), Err(EINVAL));
-        assert_eq!(layout(0, (1 << 20) + 1, 8, 0), Err(E2BIG));
-        assert_eq!(layout(0, u64::MAX, 8, 0), Err(E2BIG));
-    }
-
-    #[test]
-    fn layout_strides_and_zero_alignment() -> Result {
-        let l = layout(3, 13, 0, 0)?;
-        assert_eq!((l.align, l.stride), (1, 13));
-        let l = layout(3, 13, 16, 5)?;
-        assert_eq!((l.align, l.stride, l.align_offset), (16, 16, 5));
-        let l = layout(0, 4097, 4096, 0)?;
-        assert_eq!(l.stride, 8192);
-        Ok(())
-    }
-
-    #[test]
-    fn first_block_is_congruent_for_every_alignment() -> Result {
-        let mut align = 1u64;
-        while align <= 4096 {
-            for off in [0, align / 2, align - 1] {
-                let l = layout(0, 24, align, off)?;
-                for base in [0x7f00_0000_0000usize, 0x7f00_0000_1000, 0x7f00_0000_0010] {
-                    let b = l.first_block(base).ok_or(EINVAL)?;
-                    assert!(b >= base && b - base < l.align);
-                    assert_eq!(b % l.align, l.align_offset);
-                    // The arena always holds at least one whole block after the padding.
-                    let len = l.arena_len(0).ok_or(EINVAL)?;
-                    assert!(b - base + l.memsz <= len);
-                }
-            }
-            align *= 2;
-        }
-        Ok(())
+    fn module(id: ModuleId) -> Result<TlsModule> {
+        let layout = Layout::new(0, 8, 8, 0, &LIMITS)?;
+        Ok(TlsModule::new(id, layout, KVVec::new(), Storage::new(None)))
     }
 
     #[test]
     fn ids_round_trip_and_zero_generation_is_invalid() {
         let id = ModuleId {
-            slot: 7,
+            index: 7,
             generation: 3,
         };
         assert_eq!(ModuleId::decode(id.encode()), Some(id));
@@ -359,18 +297,18 @@ mod tests {
     }
 
     #[test]
-    fn reused_slot_gets_a_new_generation() -> Result {
+    fn reused_index_gets_a_new_generation() -> Result {
         let mut r = Registry::new();
         let a = r.insert(4, module)?;
         let b = r.insert(4, module)?;
-        assert_ne!(a.slot, b.slot);
+        assert_ne!(a.index, b.index);
         r.remove(a.encode())?;
         assert!(r.get_mut(a.encode()).is_err());
         let c = r.insert(4, module)?;
-        assert_eq!(c.slot, a.slot);
+        assert_eq!(c.index, a.index);
         assert_ne!(c.generation, a.generation);
-        assert!(r.get_mut(a.encode()).is_err());
-        assert!(r.get_mut(c.encode()).is_ok());
+        assert!(r.get(a.encode()).is_err());
+        assert!(r.get(c.encode()).is_ok());
         assert_eq!(r.len(), 2);
         Ok(())
     }
@@ -390,6 +328,49 @@ mod tests {
         assert_eq!(r.insert(2, |_| Err(EFAULT)).err(), Some(EFAULT));
         assert_eq!(r.len(), 0);
         assert_eq!(r.iter().count(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_refused_registration_keeps_no_column_and_no_charge() -> Result {
+        let mut r = Registry::new();
+        let mut rows = PackedRows::new(&LIMITS)?;
+        let mut budget = Budget::new(&LIMITS);
+        let l = Layout::new(8, 16, 16, 0, &LIMITS)?;
+        let a = r.add(1, l, KVVec::new(), &mut rows, &mut budget)?;
+        assert!(r.get(a.encode())?.storage.is_packed());
+        assert_eq!(budget.images(), 8);
+        // Full: the column it was given is free again, and the snapshot uncharged.
+        assert_eq!(
+            r.add(1, l, KVVec::new(), &mut rows, &mut budget).err(),
+            Some(ENOSPC)
+        );
+        assert_eq!(budget.images(), 8);
+        assert_eq!(rows.place(&l), Some(16));
+        // Too big to be packed: a pool.
+        let big = Layout::new(0, 4096, 8, 0, &LIMITS)?;
+        let b = r.add(2, big, KVVec::new(), &mut rows, &mut budget)?;
+        assert!(!r.get(b.encode())?.storage.is_packed());
+        Ok(())
+    }
+
+    #[test]
+    fn a_gone_threads_packed_blocks_are_given_back() -> Result {
+        let mut r = Registry::new();
+        let packed = |id| {
+            let layout = Layout::new(0, 8, 8, 0, &LIMITS)?;
+            let storage = Storage::Packed { column: 0, live: 2 };
+            Ok(TlsModule::new(id, layout, KVVec::new(), storage))
+        };
+        let id = r.insert(4, packed)?;
+        let mut rows = PackedRows::new(&LIMITS)?;
+        let cur = kernel::current!();
+        let mut t = Thread::new(&cur, 0x7f00_0000_1000);
+        t.reserve(id.index)?;
+        t.set(id.index, 0x7f00_0001_0000, 8);
+        assert!(r.packed_live());
+        r.reclaim(&mut rows, &t);
+        assert_eq!(r.get(id.encode())?.live(), 1);
         Ok(())
     }
 }

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The TLS table of one thread: module slot -> that thread's block.
+//! The table of one thread: module index -> that thread's block.
 //!
-//! One `Thread` per task of the owning process that has called `GET_ADDR`, kept in the context's
-//! tree by tid. It holds a reference to its task, so a later task with the same tid is told apart
-//! (task identity, not tid, decides whose blocks these are) and the exit of the task can be seen
-//! from its flags without any hook into the exit path.
+//! One `Thread` per task of the owning process that has called `GET_ADDR` (or inherited a table
+//! over fork), kept in the context's `Threads` by tid. It holds a reference to its task, so a
+//! later task with the same tid is told apart (task identity, not tid, decides whose blocks these
+//! are) and the exit of the task can be seen from its flags without any hook into the exit path.
 
 use core::ptr;
 
@@ -24,7 +24,7 @@ pub(crate) struct Block {
     pub(crate) lookups: u64,
 }
 
-/// The blocks of one thread, indexed by registry slot.
+/// The blocks of one thread, indexed by module index (the low half of the module id).
 pub(crate) struct Thread {
     task: ARef<Task>,
     /// The task's FS base (thread pointer) when the table was made; `ADOPT` finds a forked
@@ -75,28 +75,34 @@ impl Thread {
         flags & bindings::PF_EXITING != 0
     }
 
-    pub(crate) fn block(&mut self, slot: u32) -> Option<&mut Block> {
-        self.blocks.get_mut(slot as usize)?.as_mut()
+    /// The thread's block of the module at `index`, if it has one.
+    pub(crate) fn block(&self, index: u32) -> Option<&Block> {
+        self.blocks.get(index as usize)?.as_ref()
     }
 
-    /// The address of the block of `slot`, if the thread has one.
-    pub(crate) fn block_addr(&self, slot: u32) -> Option<usize> {
-        Some(self.blocks.get(slot as usize)?.as_ref()?.addr)
+    /// The same, mutably (for its counter).
+    pub(crate) fn block_mut(&mut self, index: u32) -> Option<&mut Block> {
+        self.blocks.get_mut(index as usize)?.as_mut()
     }
 
-    /// Makes room for a block in `slot`, the only allocation of this table, so that `set` cannot
-    /// fail after the block has been allocated.
-    pub(crate) fn reserve(&mut self, slot: u32) -> Result {
-        let want = slot as usize + 1;
+    /// The address of the block of the module at `index`, if the thread has one.
+    pub(crate) fn block_addr(&self, index: u32) -> Option<usize> {
+        Some(self.block(index)?.addr)
+    }
+
+    /// Makes room for a block at `index`, the only allocation of this table, so that `set`
+    /// cannot fail after the block has been allocated.
+    pub(crate) fn reserve(&mut self, index: u32) -> Result {
+        let want = index as usize + 1;
         if self.blocks.len() < want {
             self.blocks.resize(want, None, GFP_KERNEL)?;
         }
         Ok(())
     }
 
-    /// Records a new block; `reserve(slot)` must have succeeded.
-    pub(crate) fn set(&mut self, slot: u32, addr: usize, bytes: usize) {
-        if let Some(b) = self.blocks.get_mut(slot as usize) {
+    /// Records a new block; `reserve(index)` must have succeeded.
+    pub(crate) fn set(&mut self, index: u32, addr: usize, bytes: usize) {
+        if let Some(b) = self.blocks.get_mut(index as usize) {
             *b = Some(Block { addr, lookups: 0 });
             self.nr_blocks += 1;
             self.block_bytes += bytes as u64;
@@ -105,22 +111,22 @@ impl Thread {
     }
 
     /// Records a block inherited over fork (not a first-touch allocation).
-    pub(crate) fn inherit(&mut self, slot: u32, addr: usize, bytes: usize) -> Result {
-        self.reserve(slot)?;
-        self.set(slot, addr, bytes);
+    pub(crate) fn inherit(&mut self, index: u32, addr: usize, bytes: usize) -> Result {
+        self.reserve(index)?;
+        self.set(index, addr, bytes);
         self.allocs -= 1;
         Ok(())
     }
 
-    /// Forgets the block of `slot` (its module is gone); returns it.
-    pub(crate) fn take(&mut self, slot: u32, bytes: usize) -> Option<Block> {
-        let b = self.blocks.get_mut(slot as usize)?.take()?;
+    /// Forgets the block of the module at `index` (the module is gone); returns it.
+    pub(crate) fn take(&mut self, index: u32, bytes: usize) -> Option<Block> {
+        let b = self.blocks.get_mut(index as usize)?.take()?;
         self.nr_blocks -= 1;
         self.block_bytes -= bytes as u64;
         Some(b)
     }
 
-    /// Every block with its slot, for reclamation when the thread is gone.
+    /// Every block with its module index, for reclamation when the thread is gone.
     pub(crate) fn blocks(&self) -> impl Iterator<Item = (u32, &Block)> {
         self.blocks
             .iter()

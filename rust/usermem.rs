@@ -15,6 +15,7 @@ use kernel::{
     prelude::*,
     sync::rcu,
     task::Task,
+    types::NotThreadSafe,
     uaccess::{
         UserPtr,
         UserSlice, //
@@ -51,7 +52,22 @@ const MAP_ANONYMOUS: c_ulong = 0x20;
 /// in process context (an ioctl or a release from that process).
 pub(crate) struct OwnerMm<'a> {
     _mm: &'a Mm,
+    /// The token proves something about the task that made it: it must not reach another thread,
+    /// so it is neither `Send` nor `Sync` (`&Mm` alone would be both).
+    _not_thread_safe: NotThreadSafe,
 }
+
+// `OwnerMm` is not `Send`: if it were, both impls below would apply and the name in the closure
+// would be ambiguous, which does not compile.
+const _: fn() = || {
+    trait AmbiguousIfSend<A> {
+        fn some_item() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+    struct Sendable;
+    impl<T: ?Sized + Send> AmbiguousIfSend<Sendable> for T {}
+    let _ = <OwnerMm<'static> as AmbiguousIfSend<_>>::some_item;
+};
 
 impl<'a> OwnerMm<'a> {
     /// Returns the token when the calling task's mm is `owner`.
@@ -62,8 +78,11 @@ impl<'a> OwnerMm<'a> {
             return None;
         }
         // INVARIANT: `current->mm` was just compared with `owner`; the token borrows `owner` and
-        // cannot leave this task (it is not `Send`).
-        Some(Self { _mm: owner })
+        // cannot leave this task (`NotThreadSafe` keeps it from being `Send` or `Sync`).
+        Some(Self {
+            _mm: owner,
+            _not_thread_safe: NotThreadSafe,
+        })
     }
 
     /// Maps `len` bytes of zeroed, private, read-write anonymous memory into the process.

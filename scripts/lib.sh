@@ -42,7 +42,7 @@ copy_module_sources() {
 	if git -C "$KSTLS_ROOT" rev-parse --git-dir >/dev/null 2>&1; then
 		(cd "$KSTLS_ROOT" && git ls-files -z | xargs -0 cp --parents -t "$1")
 	else
-		(cd "$KSTLS_ROOT" && cp -r --parents -t "$1" Kbuild Makefile dkms.conf uapi/kstls.h \
+		(cd "$KSTLS_ROOT" && cp -r --parents -t "$1" Kbuild Makefile dkms.conf uapi/linux/kstls.h \
 			scripts rust/*.rs)
 	fi
 }

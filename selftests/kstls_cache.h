@@ -1,15 +1,15 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * kstls_cache.h - a C implementation of the fast-path cache lookup documented in uapi/kstls.h,
- * independent of libkstls: used by cache_test.c to check the kernel's side of the protocol and
- * by the benchmark as the reference lookup.
+ * kstls_cache.h - a C implementation of the fast-path cache lookup documented in
+ * uapi/linux/kstls.h, independent of libkstls: used by cache_test.c to check the kernel's side of
+ * the protocol and by the benchmark as the reference lookup.
  */
 #ifndef KSTLS_CACHE_H
 #define KSTLS_CACHE_H
 
-#include "kstls.h"
+#include <linux/kstls.h>
 
-/* The lookup of uapi/kstls.h: 0 on a miss, else the address of (id, offset). */
+/* The lookup of uapi/linux/kstls.h: 0 on a miss, else the address of (id, offset). */
 static inline unsigned long cache_lookup(const void *cache, unsigned long tp, __u64 id, __u64 offset)
 {
 	const struct kstls_cache_header *h = cache;
@@ -23,7 +23,7 @@ static inline unsigned long cache_lookup(const void *cache, unsigned long tp, __
 		const struct kstls_cache_dtv_entry *e;
 		__u64 module, block;
 
-		/* The order of uapi/kstls.h: dtv_offset, block, module, and tp last. */
+		/* The order of uapi/linux/kstls.h: dtv_offset, block, module, and tp last. */
 		e = (const void *)((const char *)cache + __atomic_load_n(&s->dtv_offset,
 									  __ATOMIC_ACQUIRE));
 		block = __atomic_load_n(&e[mslot].block, __ATOMIC_ACQUIRE);

@@ -16,7 +16,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "kstls.h"
+#include <linux/kstls.h>
 
 static inline int kstls_open(void)
 {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Points `src/uapi.rs` at the ABI bindings generated from `uapi/kstls.h`: `KSTLS_UAPI_RS` when
-//! set (the Makefile sets it), else the file `make -C userspace-lib lib` writes in the checkout,
-//! so that a Rust program depending on the crate by path builds with plain `cargo build`.
+//! Points `src/uapi.rs` at the ABI bindings generated from `uapi/linux/kstls.h`: `KSTLS_UAPI_RS`
+//! when set (the Makefile sets it), else the file `make -C userspace-lib lib` writes in the
+//! checkout, so that a Rust program depending on the crate by path builds with plain
+//! `cargo build`.
 //! Rebuilds when that file changes.
 //!
 //! Also turns `exports`, the list of the C library's public symbols, into `$OUT_DIR/hidden.rs`
@@ -21,7 +22,7 @@ fn main() {
     if !path.is_file() {
         eprintln!(
             "kstls: no ABI bindings at {}: run `make -C userspace-lib lib` in the kstls checkout \
-             first (it generates them from uapi/kstls.h with bindgen), or set KSTLS_UAPI_RS",
+             first (it generates them from uapi/linux/kstls.h with bindgen), or set KSTLS_UAPI_RS",
             path.display()
         );
         std::process::exit(1);

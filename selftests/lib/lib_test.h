@@ -15,7 +15,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "kstls.h"
+#include <kstls.h>
 
 #define NTHREADS 8
 

@@ -10,7 +10,7 @@
 #include <linux/futex.h>
 #include <linux/sched.h>
 
-#include "kstls.h"
+#include <kstls.h>
 
 #define NTHREADS 8
 #define STACK_SIZE (64 * 1024)
@@ -176,7 +176,7 @@ static int stats(uint64_t module, struct kstls_stats *st)
 /*
  * Threads whose thread pointers share one home slot of the cache: the kernel places them in
  * the following slots, and the assembly __tls_get_addr must find them by probing. Their TCBs
- * are picked from a pool by the hash of uapi/kstls.h.
+ * are picked from a pool by the hash of uapi/linux/kstls.h.
  */
 #define NCOLLIDE 4
 /* Four candidate TCBs per slot on average: some slot has NCOLLIDE. */

@@ -14,7 +14,7 @@
 #include "tlsobj.h"
 
 #ifndef TLSOBJ_NO_KSTLS
-#include "kstls.h"
+#include <kstls.h>
 #endif
 
 #define GD __attribute__((tls_model("global-dynamic")))

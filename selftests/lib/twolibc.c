@@ -12,7 +12,7 @@
 #include <string.h>
 
 #ifndef TWOLIBC_NO_KSTLS
-#include "kstls.h"
+#include <kstls.h>
 #endif
 
 #define GD __attribute__((tls_model("global-dynamic")))

@@ -23,7 +23,7 @@ use crate::uapi::kstls_stats;
 /// Every variant stands for the errno the C API returns for the same failure
 /// ([`Error::errno`]); the kernel's limits behind [`Error::InvalidArgument`],
 /// [`Error::TooLarge`], [`Error::NoMemory`] and [`Error::TooManyModules`] are those of
-/// `KSTLS_IOC_INFO` (`uapi/kstls.h`).
+/// `KSTLS_IOC_INFO` (`uapi/linux/kstls.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The fast-path cache, the library's side of the protocol in `uapi/kstls.h`: where the cache
+//! The fast-path cache, the library's side of the protocol in `uapi/linux/kstls.h`: where the cache
 //! is found, how it is mapped and withdrawn, and the lookup. This file is the one statement of
 //! that contract; the assembly `__tls_get_addr` in `entry.rs` is its other reader and takes
 //! every symbol and immediate it builds in from here ([`EMPTY_CACHE`], [`FAST`], the `ASM_*`
@@ -186,7 +186,7 @@ pub(crate) fn map(fd: BorrowedFd<'_>, info: &kstls_info) {
     if fs == 0 || unsafe { arch::thread_pointer() } != fs {
         return;
     }
-    // SAFETY: A shared read-only mapping of the device, as uapi/kstls.h describes.
+    // SAFETY: A shared read-only mapping of the device, as uapi/linux/kstls.h describes.
     let Ok(p) =
         (unsafe { rustix::mm::mmap(null_mut(), len, ProtFlags::READ, MapFlags::SHARED, fd, 0) })
     else {
@@ -275,7 +275,7 @@ mod tests {
         (KSTLS_CACHE_SLOTS_OFFSET as usize + NR_SLOTS as usize * SLOT + t * 256 * ENTRY) as u64
     }
 
-    /// A cache page built to the layout of `uapi/kstls.h`, as the kernel would fill it.
+    /// A cache page built to the layout of `uapi/linux/kstls.h`, as the kernel would fill it.
     struct Cache {
         words: Vec<u64>,
     }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The ABI of `/dev/kstls`, generated from `uapi/kstls.h` by bindgen (the Makefile runs it into
+//! The ABI of `/dev/kstls`, generated from `uapi/linux/kstls.h` by bindgen (the Makefile runs it into
 //! the build directory and passes the file's path in `KSTLS_UAPI_RS`), so the library and the
 //! kernel module share the one C definition. The cache layout the fast path builds in is
 //! asserted where it is built in, in `cache.rs`.

@@ -27,10 +27,10 @@
 #define KSTLS_IOC_MAGIC		0xB9
 
 /*
- * Module ids that kstls hands out are never below KSTLS_MODULE_ID_MIN: their low 32 bits are a
- * registry slot and their high 32 bits the slot's generation (never 0), so an id is never
- * mistaken for a small module id of a libc's dynamic linker and a reused slot never matches a
- * stale id.
+ * Module ids that kstls hands out are never below KSTLS_MODULE_ID_MIN: their low 32 bits are the
+ * module's index in the registry and their high 32 bits the generation of that index (never 0),
+ * so an id is never mistaken for a small module id of a libc's dynamic linker and a reused index
+ * never matches a stale id.
  */
 #define KSTLS_MODULE_ID_MIN	(1ULL << 32)
 /* Blocks of at most this many bytes are packed, one page per thread (see UNREGISTER). */
@@ -176,8 +176,8 @@ struct kstls_mode {
  *   h = (tp * KSTLS_CACHE_HASH_MUL) >> (64 - nr_slots_log2), then h + i for i < nr_probes,
  *   all modulo nr_slots.
  *
- * A module's entry is the one at index slot & (dtv_entries - 1) of the thread's entries, slot
- * being the id's low 32 bits (dtv_entries is a power of two): modules whose slots share an index
+ * A module's entry is entry number index & (dtv_entries - 1) of the thread's entries, index
+ * being the id's low 32 bits (dtv_entries is a power of two): modules whose indices agree there
  * share the entry, which holds the one filled last. Reading, in this order (x86-64 keeps loads
  * in program order, so plain loads do): the slot's dtv_offset, the entry's block, the entry's
  * module, and last the slot's tp. It is a hit when the module equals the full id (generation
@@ -220,7 +220,7 @@ struct kstls_cache_header {
 	__u32 nr_slots;		/* a power of two */
 	__u32 nr_slots_log2;
 	__u32 nr_probes;	/* slots looked at from the hash on */
-	__u32 dtv_entries;	/* module slots cached per thread */
+	__u32 dtv_entries;	/* entries per cached thread */
 	__u32 mode;		/* KSTLS_MODE_* in force */
 	__u32 reserved0;
 	__u64 slots_offset;	/* byte offset of the slot array */

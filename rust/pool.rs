@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A block pool: blocks of one layout carved from arenas of the process's anonymous memory.
+//!
+//! One `BlockPool` per module whose blocks are not packed, and one in `PackedRows` for the rows.
+//! Blocks are carved from arenas at a fixed stride, so every block has the layout's congruence
+//! and recycling a freed block needs no search. The kernel keeps only the arena list and a free
+//! list: no kernel memory grows with block sizes. A freed block goes back to the free list (whose
+//! capacity is reserved when the block is carved, so freeing never allocates); arenas are unmapped
+//! when their module is unregistered or the context released by its own process. Every arena is
+//! charged to the context's `Budget` before it is mapped.
+
+use kernel::prelude::*;
+
+use crate::budget::Budget;
+use crate::layout::Layout;
+use crate::usermem::OwnerMm;
+
+/// Smallest arena mapped at a time: many small blocks share one mapping.
+pub(crate) const ARENA_MIN: usize = 64 << 10;
+
+/// A range of user memory mapped by the pool.
+#[derive(Clone, Copy)]
+struct Arena {
+    base: usize,
+    len: usize,
+}
+
+/// The blocks of one layout.
+pub(crate) struct BlockPool {
+    arenas: KVec<Arena>,
+    /// Blocks returned by exited threads, ready for reuse.
+    free: KVec<usize>,
+    /// The next uncarved block of the newest arena, and its end.
+    next: usize,
+    end: usize,
+    /// Blocks in use.
+    live: u64,
+    /// Blocks carved in all (live + free).
+    carved: usize,
+    /// The last block handed out was the first of an arena mapped for it.
+    new_arena: bool,
+}
+
+/// A block handed out by `BlockPool::alloc`.
+pub(crate) struct NewBlock {
+    pub(crate) addr: usize,
+    /// The memory has never been used, so it is still zero.
+    pub(crate) fresh: bool,
+}
+
+impl BlockPool {
+    pub(crate) const fn new() -> Self {
+        Self {
+            arenas: KVec::new(),
+            free: KVec::new(),
+            next: 0,
+            end: 0,
+            live: 0,
+            carved: 0,
+            new_arena: false,
+        }
+    }
+
+    /// Blocks in use.
+    pub(crate) fn live(&self) -> u64 {
+        self.live
+    }
+
+    /// Bytes of user memory the pool has mapped.
+    pub(crate) fn mapped_bytes(&self) -> u64 {
+        self.arenas.iter().map(|a| a.len as u64).sum()
+    }
+
+    /// Hands out a block: a recycled one, the next one of the current arena, or the first of a
+    /// new arena, which is charged to `budget` before it is mapped.
+    pub(crate) fn alloc(
+        &mut self,
+        l: &Layout,
+        budget: &mut Budget,
+        mm: &OwnerMm<'_>,
+    ) -> Result<NewBlock> {
+        self.new_arena = false;
+        if let Some(addr) = self.free.pop() {
+            self.live += 1;
+            return Ok(NewBlock { addr, fresh: false });
+        }
+        // Room on the free list for every block carved, so `free()` never allocates.
+        self.free.reserve(self.carved + 1, GFP_KERNEL)?;
+        self.arenas.reserve(1, GFP_KERNEL)?;
+        let addr = match self.carve(l) {
+            Some(a) => a,
+            None => {
+                let len = l.arena_len(ARENA_MIN).ok_or(ENOMEM)?;
+                budget.charge_mapping(len)?;
+                let base = match mm.map_anon(len) {
+                    Ok(base) => base,
+                    Err(e) => {
+                        budget.uncharge_mapping(len);
+                        return Err(e);
+                    }
+                };
+                // Cannot fail: capacity was reserved above.
+                let _ = self.arenas.push_within_capacity(Arena { base, len });
+                self.next = l.first_block(base).ok_or(ENOMEM)?;
+                self.end = base + len;
+                self.new_arena = true;
+                self.carve(l).ok_or(ENOMEM)?
+            }
+        };
+        self.carved += 1;
+        self.live += 1;
+        Ok(NewBlock { addr, fresh: true })
+    }
+
+    /// The next block of the current arena, if a whole one fits.
+    fn carve(&mut self, l: &Layout) -> Option<usize> {
+        let a = self.next;
+        let block_end = a.checked_add(l.memsz)?;
+        if self.end == 0 || block_end > self.end {
+            return None;
+        }
+        self.next = a.checked_add(l.stride)?;
+        Some(a)
+    }
+
+    /// Takes back the block `alloc` just handed out, which could not be initialised: an arena
+    /// mapped for it alone is unmapped again and its charge given back to `budget`, so a failed
+    /// first touch leaves no trace.
+    pub(crate) fn abort(&mut self, addr: usize, budget: &mut Budget, mm: &OwnerMm<'_>) {
+        if !self.new_arena {
+            self.free(addr);
+            return;
+        }
+        self.new_arena = false;
+        self.live -= 1;
+        self.carved -= 1;
+        // The previous arena was full (that is why this one was mapped): carve from a new one.
+        self.next = 0;
+        self.end = 0;
+        if let Some(a) = self.arenas.pop() {
+            mm.unmap(a.base, a.len);
+            budget.uncharge_mapping(a.len);
+        }
+    }
+
+    /// Returns a block to the pool. Never allocates.
+    pub(crate) fn free(&mut self, addr: usize) {
+        self.live -= 1;
+        // Cannot fail: `alloc` reserved room for every carved block.
+        let _ = self.free.push_within_capacity(addr);
+    }
+
+    /// The pool of a forked child: the same arenas (fork copied them to the same addresses),
+    /// with `kept` (the forking thread's block) live and `others` (the blocks of the parent's
+    /// other threads) free again.
+    pub(crate) fn fork_copy(
+        &self,
+        kept: Option<usize>,
+        others: impl Iterator<Item = usize>,
+    ) -> Result<Self> {
+        let mut arenas = KVec::with_capacity(self.arenas.len(), GFP_KERNEL)?;
+        arenas.extend_from_slice(&self.arenas, GFP_KERNEL)?;
+        // As in `alloc`: room for every carved block, so `free()` never allocates.
+        let mut free = KVec::with_capacity(self.carved + 1, GFP_KERNEL)?;
+        free.extend_from_slice(&self.free, GFP_KERNEL)?;
+        for addr in others {
+            free.push_within_capacity(addr).map_err(|_| EINVAL)?;
+        }
+        Ok(Self {
+            arenas,
+            free,
+            next: self.next,
+            end: self.end,
+            live: u64::from(kept.is_some()),
+            carved: self.carved,
+            new_arena: false,
+        })
+    }
+
+    /// Unmaps every arena (their blocks are gone) and gives their charge back to `budget`.
+    pub(crate) fn unmap_all(&mut self, budget: &mut Budget, mm: &OwnerMm<'_>) {
+        for a in self.arenas.iter() {
+            mm.unmap(a.base, a.len);
+            budget.uncharge_mapping(a.len);
+        }
+        self.arenas.clear();
+        self.free.clear();
+        self.next = 0;
+        self.end = 0;
+        self.live = 0;
+        self.carved = 0;
+        self.new_arena = false;
+    }
+}
+
+#[kunit_tests(rust_kstls_pool)]
+mod tests {
+    use super::*;
+    use crate::limits::LIMITS;
+
+    fn pool_with_arena(base: usize, len: usize, l: &Layout) -> BlockPool {
+        let mut p = BlockPool::new();
+        p.next = l.first_block(base).unwrap_or(base);
+        p.end = base + len;
+        p
+    }
+
+    #[test]
+    fn carving_keeps_congruence_and_stays_inside_the_arena() -> Result {
+        let l = Layout::new(0, 40, 64, 24, &LIMITS)?;
+        let base = 0x7f00_0001_0000;
+        let len = 4096;
+        let mut p = pool_with_arena(base, len, &l);
+        let mut n = 0;
+        while let Some(a) = p.carve(&l) {
+            assert_eq!(a % 64, 24);
+            assert!(a >= base && a + l.memsz <= base + len);
+            n += 1;
+        }
+        // Blocks at 24 + 64 * i with 24 + 64 * i + 40 <= 4096: i = 0..=63.
+        assert_eq!(n, 64);
+        Ok(())
+    }
+
+    #[test]
+    fn empty_pool_carves_nothing() -> Result {
+        let l = Layout::new(0, 8, 8, 0, &LIMITS)?;
+        let mut p = BlockPool::new();
+        assert!(p.carve(&l).is_none());
+        assert_eq!(p.mapped_bytes(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn big_block_fits_its_own_arena() -> Result {
+        let l = Layout::new(0, 100_000, 4096, 4095, &LIMITS)?;
+        let len = l.arena_len(ARENA_MIN).ok_or(EINVAL)?;
+        let base = 0x7f00_0010_0000;
+        let mut p = pool_with_arena(base, len, &l);
+        let a = p.carve(&l).ok_or(EINVAL)?;
+        assert_eq!(a % 4096, 4095);
+        assert!(a + l.memsz <= base + len);
+        Ok(())
+    }
+
+    #[test]
+    fn a_forked_pool_frees_the_other_threads_blocks() -> Result {
+        let l = Layout::new(0, 64, 64, 0, &LIMITS)?;
+        let base = 0x7f00_0020_0000;
+        let mut p = pool_with_arena(base, 4096, &l);
+        p.free.reserve(4, GFP_KERNEL)?;
+        let mut blocks = [0; 3];
+        for b in blocks.iter_mut() {
+            *b = p.carve(&l).ok_or(EINVAL)?;
+            p.carved += 1;
+            p.live += 1;
+        }
+        let c = p.fork_copy(Some(blocks[1]), [blocks[0], blocks[2]].into_iter())?;
+        assert_eq!((c.live(), c.carved, c.free.len()), (1, 3, 2));
+        // The child carves on where the parent stopped: no block is handed out twice.
+        assert_eq!(c.next, blocks[2] + l.stride);
+        Ok(())
+    }
+}

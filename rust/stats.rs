@@ -1,0 +1,260 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The counters of a context and what user space reads of its state: `KSTLS_IOC_INFO`,
+//! `KSTLS_IOC_STATS` and `/proc/<pid>/fdinfo/<fd>`.
+//!
+//! One `Totals` per context, kept with its state behind the context lock; the per-module and
+//! per-thread counters live in `TlsModule` and `Thread`. Marshalling reads the state through a
+//! `View`, made under the lock, which holds shared references only: reading the counters cannot
+//! change what it reads.
+
+use kernel::{
+    prelude::*,
+    seq_file::{
+        seq_print,
+        SeqFile, //
+    },
+    task::Pid,
+};
+
+use crate::budget::Budget;
+use crate::cache;
+use crate::exit_hook;
+use crate::limits::{
+    self,
+    LIMITS, //
+};
+use crate::registry::Registry;
+use crate::rows::PackedRows;
+use crate::threads::Threads;
+use crate::uapi::*;
+
+/// Counters that outlive threads and modules.
+#[derive(Default)]
+pub(crate) struct Totals {
+    pub(crate) lookups: u64,
+    pub(crate) allocs: u64,
+    pub(crate) thread_exits: u64,
+    /// Lookups made while strict mode was on: every access trapped.
+    pub(crate) traps: u64,
+    /// Cache entries written.
+    pub(crate) fills: u64,
+}
+
+/// The state of one context, as the counters are read from it, under the context lock.
+pub(crate) struct View<'a> {
+    pub(crate) registry: &'a Registry,
+    pub(crate) threads: &'a Threads,
+    pub(crate) rows: &'a PackedRows,
+    pub(crate) budget: &'a Budget,
+    pub(crate) totals: &'a Totals,
+}
+
+/// What a context is apart from its state: the fields fdinfo shows besides the counters.
+pub(crate) struct Identity {
+    /// The process that opened the context.
+    pub(crate) tgid: Pid,
+    pub(crate) strict: bool,
+    /// Threads in the fast-path cache now.
+    pub(crate) cached_threads: usize,
+}
+
+/// Bytes of the cache a context maps, 0 when there is none.
+fn cache_size() -> u32 {
+    if exit_hook::active() {
+        cache::size_for(limits::cache_threads()).unwrap_or(0) as u32
+    } else {
+        0
+    }
+}
+
+impl View<'_> {
+    /// Live blocks of all modules, and their bytes.
+    fn live_blocks(&self) -> (u64, u64) {
+        self.registry.iter().fold((0, 0), |(n, b), m| {
+            (n + m.live(), b + m.live() * m.layout.memsz as u64)
+        })
+    }
+
+    /// `KSTLS_IOC_INFO`: the features, the limits and their use.
+    pub(crate) fn info(&self, strict: bool) -> kstls_info {
+        kstls_info {
+            abi_version: KSTLS_ABI_VERSION,
+            features: KSTLS_FEAT_EXIT_TRACKING
+                | KSTLS_FEAT_STATS
+                | KSTLS_FEAT_FDINFO
+                | KSTLS_FEAT_ADOPT
+                | KSTLS_FEAT_STRICT
+                | if exit_hook::active() {
+                    KSTLS_FEAT_CACHE
+                } else {
+                    0
+                },
+            max_modules: LIMITS.max_modules,
+            max_align: LIMITS.max_align,
+            max_image_size: LIMITS.max_image_size,
+            max_block_bytes: LIMITS.max_block_bytes,
+            nr_modules: self.registry.len() as u32,
+            nr_threads: self.threads.iter().filter(|t| t.nr_blocks > 0).count() as u32,
+            block_bytes: self.budget.mapped(),
+            max_image_total: LIMITS.max_image_total,
+            image_bytes: self.budget.images(),
+            cache_size: cache_size(),
+            mode: if strict { KSTLS_MODE_STRICT } else { 0 },
+            ..Default::default()
+        }
+    }
+
+    /// `KSTLS_IOC_STATS`: the counters of module `module` (0: all) and thread `tid` (0: all).
+    /// `EINVAL` for an unknown module; an unknown thread has no counters.
+    pub(crate) fn stats(&self, module: u64, tid: Pid) -> Result<kstls_stats> {
+        let mut out = kstls_stats {
+            module,
+            tid: tid as u32,
+            ..Default::default()
+        };
+        let module = match module {
+            0 => None,
+            id => Some(self.registry.get(id)?),
+        };
+        match (module, tid) {
+            (None, 0) => {
+                let (blocks, bytes) = self.live_blocks();
+                out.lookups = self.totals.lookups;
+                out.allocs = self.totals.allocs;
+                out.blocks = blocks;
+                out.block_bytes = bytes;
+                out.thread_exits = self.totals.thread_exits;
+            }
+            (Some(m), 0) => {
+                out.lookups = m.lookups;
+                out.allocs = m.allocs;
+                out.blocks = m.live();
+                out.block_bytes = m.live() * m.layout.memsz as u64;
+            }
+            (None, tid) => {
+                if let Some(t) = self.threads.get(tid) {
+                    out.lookups = t.lookups;
+                    out.allocs = t.allocs;
+                    out.blocks = t.nr_blocks;
+                    out.block_bytes = t.block_bytes;
+                }
+            }
+            (Some(m), tid) => {
+                if let Some(b) = self.threads.get(tid).and_then(|t| t.block(m.id.index)) {
+                    out.lookups = b.lookups;
+                    out.allocs = 1;
+                    out.blocks = 1;
+                    out.block_bytes = m.layout.memsz as u64;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `/proc/<pid>/fdinfo/<fd>`: the state of the context, readable by an operator.
+    pub(crate) fn show(&self, m: &SeqFile, id: &Identity) {
+        let (blocks, bytes) = self.live_blocks();
+        seq_print!(m, "kstls-abi:\t{}\n", KSTLS_ABI_VERSION);
+        seq_print!(m, "owner-tgid:\t{}\n", id.tgid);
+        seq_print!(m, "modules:\t{}\n", self.registry.len());
+        seq_print!(m, "threads:\t{}\n", self.threads.iter().count());
+        seq_print!(m, "blocks:\t{}\n", blocks);
+        seq_print!(m, "block-bytes:\t{}\n", bytes);
+        seq_print!(m, "mapped-bytes:\t{}\n", self.budget.mapped());
+        seq_print!(m, "rows:\t{}\n", self.rows.live());
+        let packed = self
+            .registry
+            .iter()
+            .filter(|md| md.storage.is_packed())
+            .count();
+        seq_print!(m, "packed-modules:\t{}\n", packed);
+        seq_print!(m, "image-bytes:\t{}\n", self.budget.images());
+        seq_print!(m, "lookups:\t{}\n", self.totals.lookups);
+        seq_print!(m, "allocs:\t{}\n", self.totals.allocs);
+        seq_print!(m, "thread-exits:\t{}\n", self.totals.thread_exits);
+        seq_print!(m, "strict:\t{}\n", u8::from(id.strict));
+        seq_print!(m, "traps:\t{}\n", self.totals.traps);
+        seq_print!(m, "cache-fills:\t{}\n", self.totals.fills);
+        seq_print!(m, "cached-threads:\t{}\n", id.cached_threads);
+        for md in self.registry.iter() {
+            seq_print!(
+                m,
+                "module:\t{:#x} filesz={} memsz={} align={} align_offset={} blocks={} lookups={} allocs={}\n",
+                md.id.encode(),
+                md.layout.filesz,
+                md.layout.memsz,
+                md.layout.align,
+                md.layout.align_offset,
+                md.live(),
+                md.lookups,
+                md.allocs
+            );
+        }
+    }
+}
+
+#[kunit_tests(rust_kstls_stats)]
+mod tests {
+    use super::*;
+    use crate::block::Storage;
+    use crate::layout::Layout;
+    use crate::registry::TlsModule;
+    use crate::thread::Thread;
+
+    #[test]
+    fn stats_narrow_to_a_module_and_a_thread() -> Result {
+        let mut registry = Registry::new();
+        let id = registry.insert(4, |id| {
+            let layout = Layout::new(0, 24, 8, 0, &LIMITS)?;
+            let storage = Storage::Packed { column: 0, live: 1 };
+            let mut m = TlsModule::new(id, layout, KVVec::new(), storage);
+            m.lookups = 5;
+            m.allocs = 1;
+            Ok(m)
+        })?;
+        let cur = kernel::current!();
+        let mut t = Thread::new(&cur, 0x7f00_0000_1000);
+        t.reserve(id.index)?;
+        t.set(id.index, 0x7f00_0001_0000, 24);
+        t.lookups = 7;
+        if let Some(b) = t.block_mut(id.index) {
+            b.lookups = 5;
+        }
+        let mut threads = Threads::new();
+        threads.insert(42, t)?;
+        let rows = PackedRows::new(&LIMITS)?;
+        let budget = Budget::new(&LIMITS);
+        let totals = Totals {
+            lookups: 9,
+            thread_exits: 2,
+            ..Default::default()
+        };
+        let v = View {
+            registry: &registry,
+            threads: &threads,
+            rows: &rows,
+            budget: &budget,
+            totals: &totals,
+        };
+
+        let all = v.stats(0, 0)?;
+        assert_eq!((all.lookups, all.blocks, all.block_bytes), (9, 1, 24));
+        assert_eq!(all.thread_exits, 2);
+        let m = v.stats(id.encode(), 0)?;
+        assert_eq!((m.lookups, m.allocs, m.blocks), (5, 1, 1));
+        let t = v.stats(0, 42)?;
+        assert_eq!((t.lookups, t.blocks, t.block_bytes), (7, 1, 24));
+        let b = v.stats(id.encode(), 42)?;
+        assert_eq!((b.lookups, b.allocs, b.block_bytes), (5, 1, 24));
+        // A thread without a table has no counters; an unknown module is an error.
+        assert_eq!(v.stats(id.encode(), 43)?.lookups, 0);
+        assert_eq!(v.stats(id.encode() + (1 << 32), 0).err(), Some(EINVAL));
+
+        let info = v.info(true);
+        assert_eq!((info.nr_modules, info.nr_threads), (1, 1));
+        assert_eq!(info.mode, KSTLS_MODE_STRICT);
+        assert_eq!(info.max_modules, LIMITS.max_modules);
+        Ok(())
+    }
+}
