@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# bench.sh - the kstls benchmark (issue 5), end to end: build bench/ (and kstls.ko if missing),
+# bench.sh - the kstls benchmark, end to end: build bench/ (and kstls.ko if missing),
 # run build/bench/kstls_bench in the QEMU guest with kstls.ko and the benchmark-only
 # build/bench/kmod/kstls_kbench.ko (kernel primitives, timed) loaded, then write from its output
 #   build/bench/summary.csv    path,threads,modules,ns_median,ns_p10,ns_p90

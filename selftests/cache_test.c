@@ -93,7 +93,7 @@ TEST_F(cache, header_describes_the_layout)
 }
 
 /*
- * A thread's entries cover every registry slot modulo dtv_entries: a module in slot >=
+ * A thread's entries cover every module index modulo dtv_entries: a module of index >=
  * dtv_entries is cached too, in the entry it shares with its index-mate, which holds the module
  * filled last; the id compare keeps the other one a miss, never a wrong answer.
  */
@@ -154,7 +154,7 @@ TEST_F(cache, get_addr_fills_and_lookup_hits)
 	ASSERT_EQ(0, kstls_get(self->fd, self->id, 5, &p));
 	ASSERT_EQ((unsigned long)p, cache_lookup(self->map, tp, self->id, 5));
 	ASSERT_STREQ(image, (char *)cache_lookup(self->map, tp, self->id, 0));
-	/* Another id in the same registry slot never matches. */
+	/* Another id of the same index (a later generation) never matches. */
 	ASSERT_EQ(0, cache_lookup(self->map, tp, self->id + (1ULL << 32), 0));
 	ASSERT_EQ(1, fdinfo_value(self->fd, "cached-threads"));
 }
@@ -327,7 +327,7 @@ static void *touch_and_exit(void *arg)
  * The reader protocol under everything that takes entries and slots away at once: four threads
  * look their block up without a syscall while other threads come and go (their slots and entry
  * pages are freed and handed out again), strict mode empties the whole cache, and the module is
- * unregistered and replaced (its registry slot reused with a new generation). Every hit must be
+ * unregistered and replaced (its index reused with a new generation). Every hit must be
  * the spinning thread's own block of the id it asked for.
  */
 TEST_F(cache, hits_stay_the_threads_own_under_churn)

@@ -15,8 +15,8 @@ static inline unsigned long cache_lookup(const void *cache, unsigned long tp, __
 	const struct kstls_cache_header *h = cache;
 	const struct kstls_cache_slot *slots = (const void *)((const char *)cache + h->slots_offset);
 	__u64 home = (tp * KSTLS_CACHE_HASH_MUL) >> (64 - h->nr_slots_log2);
-	/* The id's registry slot modulo dtv_entries: the entry may hold another module's id. */
-	__u32 mslot = (__u32)id & (h->dtv_entries - 1);
+	/* The id's index modulo dtv_entries: the entry may hold another module's id. */
+	__u32 index = (__u32)id & (h->dtv_entries - 1);
 
 	for (__u32 i = 0; i < h->nr_probes; i++) {
 		const struct kstls_cache_slot *s = &slots[(home + i) & (h->nr_slots - 1)];
@@ -26,8 +26,8 @@ static inline unsigned long cache_lookup(const void *cache, unsigned long tp, __
 		/* The order of uapi/linux/kstls.h: dtv_offset, block, module, and tp last. */
 		e = (const void *)((const char *)cache + __atomic_load_n(&s->dtv_offset,
 									  __ATOMIC_ACQUIRE));
-		block = __atomic_load_n(&e[mslot].block, __ATOMIC_ACQUIRE);
-		module = __atomic_load_n(&e[mslot].module, __ATOMIC_ACQUIRE);
+		block = __atomic_load_n(&e[index].block, __ATOMIC_ACQUIRE);
+		module = __atomic_load_n(&e[index].module, __ATOMIC_ACQUIRE);
 		if (__atomic_load_n(&s->tp, __ATOMIC_ACQUIRE) != tp)
 			continue;
 		if (module != id || !block)
