@@ -32,8 +32,9 @@ modules modules_install clean rust-analyzer:
 	$(if $(filter rust-analyzer,$@),scripts/rust-analyzer-module.py rust-project.json rust/kstls_main.rs $(KDIR))
 
 # Installation: the module (modules_install, needs KDIR), the uapi header, the udev rule giving
-# /dev/kstls mode 0666, the man pages, and libkstls (libkstls.{a,so}, kstls.h, kstls.pc, through
-# userspace-lib's own install). DESTDIR and PREFIX are honoured; scripts/install-test.sh checks
+# /dev/kstls mode 0666, the man pages, libkstls (libkstls.{a,so}, kstls.h, kstls.pc, through
+# userspace-lib's own install) and kstls-run (bin/, lib/kstls/libkstls-audit.so, its man page,
+# through kstls-run's own install). DESTDIR and PREFIX are honoured; scripts/install-test.sh checks
 # the tree, pkg-config and the man pages.
 PREFIX ?= /usr/local
 UDEVDIR ?= /etc/udev/rules.d
@@ -41,7 +42,8 @@ INSTALL ?= install
 INST_FILES = $(PREFIX)/include/linux/kstls.h $(UDEVDIR)/60-kstls.rules \
 	$(PREFIX)/share/man/man4/kstls.4 $(PREFIX)/share/man/man3/libkstls.3 \
 	$(PREFIX)/include/kstls.h $(PREFIX)/lib/libkstls.a $(PREFIX)/lib/libkstls.so \
-	$(PREFIX)/lib/pkgconfig/kstls.pc
+	$(PREFIX)/lib/pkgconfig/kstls.pc $(PREFIX)/bin/kstls-run $(PREFIX)/lib/kstls/libkstls-audit.so \
+	$(PREFIX)/share/man/man1/kstls-run.1
 
 install: modules
 	$(MAKE) -C $(KDIR) M=$(CURDIR) $(KMAKE_VARS) INSTALL_MOD_PATH=$(DESTDIR) modules_install
@@ -50,6 +52,7 @@ install: modules
 	$(INSTALL) -D -m 0644 man/kstls.4 $(DESTDIR)$(PREFIX)/share/man/man4/kstls.4
 	$(INSTALL) -D -m 0644 man/libkstls.3 $(DESTDIR)$(PREFIX)/share/man/man3/libkstls.3
 	$(MAKE) -C userspace-lib install PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
+	$(MAKE) -C kstls-run install PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)
 
 # The module is removed for one kernel release: KERNELRELEASE, or that of KDIR when KDIR is
 # given. Neither given (the default KDIR is the project's test kernel, not necessarily the one

@@ -6,12 +6,13 @@
  *	kstls-run [--strict] [--stats[=FILE]] [--] PROG [ARG...]
  *
  * The launcher checks what it can before anything runs, so that bad input gets a message and a
- * non-zero exit rather than a program that silently runs without kstls: /dev/kstls must open,
+ * non-zero exit rather than a program that silently runs without kstls: its audit library must
+ * be there, /dev/kstls must open,
  * PROG (found through PATH, or a script's interpreter) must be a dynamically linked x86-64
  * program whose dynamic linker is glibc's, and it must not run in secure-execution mode
  * (set-user-ID or set-group-ID to someone else, file capabilities), where glibc ignores
  * LD_AUDIT. Then it adds libkstls-audit.so (found next to itself in the build tree, or in
- * ../lib/kstls/ of an installed tree) to LD_AUDIT, passes its options in the environment
+ * ../lib/kstls/ of an installed tree) to LD_AUDIT (after any audit library already there), passes its options in the environment
  * (KSTLS_RUN_STRICT, KSTLS_RUN_STATS) and executes PROG in its own place.
  *
  * Exit status: PROG's; 2 for a usage error; 1 when kstls-run refuses (the message says why);
@@ -258,10 +259,10 @@ int main(int argc, char **argv)
 	}
 	if (i >= argc)
 		usage();
+	lib = find_audit_lib();
 	check_device();
 	path = find_program(argv[i]);
 	check_program(argv[i], path, 0);
-	lib = find_audit_lib();
 	if (stats && strcmp(stats, "-"))
 		stats = stats_file(stats);
 

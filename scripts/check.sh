@@ -11,13 +11,14 @@
 #
 # The selftests are built with `make -C selftests KDIR=...`, which puts the *_test binaries into
 # build/selftests; libkstls and its scenario tests with `make -C userspace-lib` (into build/lib
-# and build/selftests); the demo program with `make -C demo`. After the guest's tests, the benchmark
+# and build/selftests); kstls-run and its tests with `make -C kstls-run` (into build/kstls-run and
+# build/selftests); the demo program with `make -C demo`. After the guest's tests, the benchmark
 # runs once in its short mode (scripts/bench.sh --short) and counts as one test; the install
 # test (scripts/install-test.sh: DESTDIR tree, pkg-config, man -l, uninstall) adds its own. Each stage's time goes to stderr on a
 # "kstls: " line; build output goes to stderr too. The last line on stdout is the grand total
 # over the runner's own tests and the guest's results, "N passed, N failed" (", N skipped" when
 # any were skipped). Exit status 1 on any failure or when no test passed; a failed build stops
-# at once. Environment: VM_TIMEOUT (limit of the guest boot, default 300 s), VM_TEST_TIMEOUT,
+# at once. Environment: VM_TIMEOUT (limit of the guest boot, default 600 s), VM_TEST_TIMEOUT,
 # JOBS.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -45,6 +46,7 @@ build() {
 	stage module make -C "$KSTLS_ROOT" modules KDIR="$KDIR" >&2
 	stage selftests make -C "$KSTLS_ROOT/selftests" KDIR="$KDIR" >&2
 	stage libkstls make -C "$KSTLS_ROOT/userspace-lib" >&2
+	stage kstls-run make -C "$KSTLS_ROOT/kstls-run" >&2
 	stage demo make -C "$KSTLS_ROOT/demo" >&2
 }
 
@@ -84,7 +86,8 @@ stage test-runner tee_to "$out/test-runner.txt" "$KSTLS_ROOT/scripts/test-runner
 add_totals test-runner.sh "$out/test-runner.txt"
 stage scripts tee_to "$out/test-scripts.txt" "$KSTLS_ROOT/scripts/test-scripts.sh" || true
 add_totals test-scripts.sh "$out/test-scripts.txt"
-stage guest "$KSTLS_ROOT/scripts/vm.sh" check || true
+# The guest runs every test binary one after the other under TCG: several minutes.
+stage guest "$KSTLS_ROOT/scripts/vm.sh" check --timeout "${VM_TIMEOUT:-600}" || true
 stage results tee_to "$out/results-check.txt" \
 	python3 "$KSTLS_ROOT/scripts/results.py" "$out/serial-check.log" || true
 add_totals results.py "$out/results-check.txt"

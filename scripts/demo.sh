@@ -5,8 +5,10 @@
 # guest with kstls.ko loaded that tells the story:
 #   1-3. build/demo/twolibc-demo: the same shared object's TLS, carrying musl into a glibc
 #        process, broken without kstls and working with it, then the kernel's fdinfo counters
-#   4.   build/demo/kstls-demo: the device itself, ioctl by ioctl
-#   5.   the benchmark in its short mode (build/bench/kstls_bench --short), whose table is
+#   4.   kstls-run: an unmodified program (build/selftests/run/count_prog, whose libcount.so was
+#        built without kstls) with its TLS served and counted by the kernel, strict and cached
+#   5.   build/demo/kstls-demo: the device itself, ioctl by ioctl
+#   6.   the benchmark in its short mode (build/bench/kstls_bench --short), whose table is
 #        printed on the host by bench/report.py (outputs in build/demo/bench/; `make bench` for
 #        the full run)
 # Exits non-zero when a part of the story failed. Environment: VM_TIMEOUT, VM_EXTRA as for
@@ -25,10 +27,17 @@ rc=0
 rc=0
 /kstls/build/demo/twolibc-demo || rc=1
 echo
-echo "== 4. The device itself: /dev/kstls, ioctl by ioctl =="
+echo "== 4. An unmodified program, its TLS served and counted by the kernel: kstls-run =="
+echo "count_prog calls count_bump() of libcount.so (built without kstls: one __thread access) 1000 times."
+echo "\$ kstls-run --strict --stats count_prog 1000    # every access a kernel lookup"
+/kstls/build/kstls-run/kstls-run --strict --stats /kstls/build/selftests/run/count_prog 1000 || rc=1
+echo "\$ kstls-run --stats count_prog 1000             # the cache answers after the first"
+/kstls/build/kstls-run/kstls-run --stats /kstls/build/selftests/run/count_prog 1000 || rc=1
+echo
+echo "== 5. The device itself: /dev/kstls, ioctl by ioctl =="
 /kstls/build/demo/kstls-demo || rc=1
 echo
-echo "== 5. The benchmark, short run (make bench for the full one) =="
+echo "== 6. The benchmark, short run (make bench for the full one) =="
 /kstls/build/bench/kstls_bench --short >/tmp/bench.out || rc=1
 grep -c "^KB:raw" /tmp/bench.out | sed "s/^/(measurements: /; s/$/)/"
 cat /tmp/bench.out

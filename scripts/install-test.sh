@@ -4,8 +4,8 @@
 # install-test.sh - what a user of `make install` gets, checked on the host: the installed tree
 # under a DESTDIR (exactly the expected files, with their modes), `pkg-config --cflags --libs
 # kstls` against it, a C program and a shared object built from nothing but that tree (the
-# program runs: with no /dev/kstls on the host, kstls_init() must say -ENOENT), both man pages
-# rendered by `man -l` without a warning, and `make uninstall` removing every file it installed.
+# program runs: with no /dev/kstls on the host, kstls_init() must say -ENOENT), the man pages
+# rendered by `man -l` without a warning, the installed kstls-run finding its audit library, and `make uninstall` removing every file it installed.
 # Then the two developer entry points: `dkms build` from dkms.conf (in a private DKMS tree, the
 # system's untouched) and `make rust-analyzer` (rust-project.json must hold the module's crate).
 #
@@ -44,12 +44,15 @@ release=$(make -s -C "$KDIR" kernelrelease)
 expected() {
 	cat <<EOF
 644 /etc/udev/rules.d/60-kstls.rules
+755 $prefix/bin/kstls-run
 644 /lib/modules/$release/updates/kstls.ko
 644 $prefix/include/kstls.h
 644 $prefix/include/linux/kstls.h
+755 $prefix/lib/kstls/libkstls-audit.so
 644 $prefix/lib/libkstls.a
 755 $prefix/lib/libkstls.so
 644 $prefix/lib/pkgconfig/kstls.pc
+644 $prefix/share/man/man1/kstls-run.1
 644 $prefix/share/man/man3/libkstls.3
 644 $prefix/share/man/man4/kstls.4
 EOF
@@ -138,6 +141,17 @@ check "man -l renders kstls(4) without a warning" \
 	render "$dest$prefix/share/man/man4/kstls.4" KSTLS_IOC_GET_ADDR
 check "man -l renders libkstls(3) without a warning" \
 	render "$dest$prefix/share/man/man3/libkstls.3" kstls_register_self
+check "man -l renders kstls-run(1) without a warning" \
+	render "$dest$prefix/share/man/man1/kstls-run.1" KSTLS_RUN_STATS
+# The installed launcher finds its audit library in ../lib/kstls/ (it looks before it opens the
+# device, which the host does not have: that is the refusal it must get to).
+installed_launcher() {
+	local out
+	out=$("$dest$prefix/bin/kstls-run" /bin/true 2>&1) && { echo "ran without a device: $out"; return 1; }
+	grep -q '^kstls-run: /dev/kstls: No such file or directory' <<<"$out" || { echo "$out"; return 1; }
+}
+check "the installed kstls-run finds lib/kstls/libkstls-audit.so (then refuses: no /dev/kstls)" \
+	installed_launcher
 
 rm -rf "$work"
 uninstalled() {
