@@ -29,6 +29,7 @@ struct module {
 	int pending;
 	int closed;			/* la_objclose seen: obj must not be read any more */
 	int tga_routed;			/* its references to __tls_get_addr go to kstls's */
+	int tga_foreign;		/* they bind to another __tls_get_addr than glibc's */
 	int served;			/* its TLS is a kstls module */
 	uint64_t id;			/* the kstls id, when served */
 	int released;			/* unregistered (dlclose): the id is dead */

@@ -130,6 +130,16 @@ int elf_obj_init(struct elf_obj *o, struct link_map *map, const char **why)
 		case DT_REL:
 			o->has_rel = 1;
 			break;
+		case DT_VERSYM:
+			o->versym = (const uint16_t *)PTR(d->d_un.d_ptr);
+			break;
+		case DT_VERNEED:
+			/* Not among the entries glibc adjusts. */
+			o->verneed = (const Elf64_Verneed *)(o->base + d->d_un.d_ptr);
+			break;
+		case DT_VERNEEDNUM:
+			o->nverneed = d->d_un.d_val;
+			break;
 		case DT_TEXTREL:
 			o->textrel = 1;
 			break;
@@ -243,6 +253,31 @@ const Elf64_Sym *elf_obj_lookup(const struct elf_obj *o, const char *name)
 		for (uint32_t i = bucket[sysv_hash(name) % nbucket]; i; i = chain[i])
 			if ((s = match(o, i, name)))
 				return s;
+	}
+	return NULL;
+}
+
+const char *elf_obj_version(const struct elf_obj *o, const Elf64_Sym *sym)
+{
+	const Elf64_Verneed *vn = o->verneed;
+	uint16_t ndx;
+
+	if (!o->versym || !vn)
+		return NULL;
+	ndx = o->versym[sym - o->symtab] & 0x7fff;
+	if (ndx <= 1)
+		return NULL;
+	for (size_t i = 0; i < o->nverneed; i++) {
+		const Elf64_Vernaux *a = (const Elf64_Vernaux *)((const char *)vn + vn->vn_aux);
+
+		for (int k = 0; k < vn->vn_cnt; k++) {
+			if (a->vna_other == ndx)
+				return a->vna_name < o->strsz ? o->strtab + a->vna_name : NULL;
+			a = (const Elf64_Vernaux *)((const char *)a + a->vna_next);
+		}
+		if (!vn->vn_next)
+			break;
+		vn = (const Elf64_Verneed *)((const char *)vn + vn->vn_next);
 	}
 	return NULL;
 }

@@ -27,6 +27,9 @@ struct elf_obj {
 	size_t nrela;
 	Elf64_Rela *jmprel;		/* DT_JMPREL (always RELA here) */
 	size_t njmprel;
+	const uint16_t *versym;		/* DT_VERSYM, or NULL */
+	const Elf64_Verneed *verneed;	/* DT_VERNEED, or NULL */
+	size_t nverneed;
 	const uint64_t *relr;		/* DT_RELR */
 	size_t nrelr;
 	uint64_t flags;			/* DT_FLAGS */
@@ -61,6 +64,10 @@ static inline const char *elf_obj_name(const struct elf_obj *o, const Elf64_Sym 
 /* The symbol @name if @o defines it for others to bind to (global or weak, not hidden), or NULL.
  * Versions are not looked at. */
 const Elf64_Sym *elf_obj_lookup(const struct elf_obj *o, const char *name);
+
+/* The version that @o requires of its undefined symbol @sym ("GLIBC_2.3"), or NULL when the
+ * reference is unversioned. */
+const char *elf_obj_version(const struct elf_obj *o, const Elf64_Sym *sym);
 
 /* Whether [addr, addr + len) lies in a PT_LOAD of @o that is writable (PF_W). */
 int elf_obj_writable(const struct elf_obj *o, uintptr_t addr, size_t len);

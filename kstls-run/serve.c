@@ -163,6 +163,37 @@ static int is_tga_ref(const struct module *m, const Elf64_Rela *r)
 	       !strcmp(elf_obj_name(&m->obj, s), "__tls_get_addr");
 }
 
+/*
+ * Why @m's calls of __tls_get_addr do not reach the dynamic linker's (and must not be pointed at
+ * kstls's: they go to a libkstls.so, whose ids this library's context does not know), or NULL:
+ * a reference versioned other than GLIBC_2.3, or an unversioned one that an object opened
+ * before @m defines.
+ */
+static const char *foreign_tga(struct module *m, char *buf, size_t len)
+{
+	FOR_EACH_RELA(m, tab, r) {
+		const char *v;
+
+		if (!is_tga_ref(m, r))
+			continue;
+		v = elf_obj_version(&m->obj, elf_obj_sym(&m->obj, r));
+		if (v && strcmp(v, "GLIBC_2.3")) {
+			snprintf(buf, len, "its __tls_get_addr is __tls_get_addr@%s, not the dynamic "
+				 "linker's", v);
+			return buf;
+		}
+		for (struct module *d = modules; !v && d && d != m; d = d->next)
+			if (searchable(d, m->lmid) && !d->is_rtld &&
+			    elf_obj_lookup(&d->obj, "__tls_get_addr")) {
+				snprintf(buf, len, "its __tls_get_addr binds to %s's, not the dynamic "
+					 "linker's", module_short_name(d));
+				return buf;
+			}
+		return NULL;
+	}
+	return NULL;
+}
+
 static const char *sym_desc(const struct module *m, const Elf64_Rela *r, char *buf, size_t len)
 {
 	if (!ELF64_R_SYM(r->r_info))
@@ -348,7 +379,7 @@ static int check_own(struct module *m)
 	struct tdata_range td = { tls->p_vaddr, tls->p_vaddr + tls->p_filesz };
 	int own_mod = 0, own_desc = 0, tga = 0;
 	const char *tdata_rel = NULL;
-	char buf[96];
+	char buf[160];
 
 	if (m->obj.textrel)
 		return refuse(m, "it has text relocations");
@@ -356,6 +387,8 @@ static int check_own(struct module *m)
 		return refuse(m, "it has REL relocations");
 	if (elf_obj_lookup(&m->obj, "__tls_get_addr"))
 		return refuse(m, "it defines __tls_get_addr itself");
+	if (m->tga_foreign)
+		return refuse(m, "%s", foreign_tga(m, buf, sizeof(buf)));
 	FOR_EACH_RELA(m, tab, r) {
 		unsigned type = ELF64_R_TYPE(r->r_info);
 
@@ -426,6 +459,9 @@ static int check_earlier(struct module *m)
 			if (type == R_X86_64_TLSDESC && !have_tlsdesc())
 				return refuse(m, "%s reaches its TLS through a TLS descriptor and the "
 					      "TLSDESC resolver is unavailable", module_short_name(p));
+			if (type == R_X86_64_DTPMOD64 && p->tga_foreign)
+				return refuse(m, "%s reaches its TLS through a __tls_get_addr that is not "
+					      "the dynamic linker's", module_short_name(p));
 			if (type == R_X86_64_DTPMOD64 &&
 			    (tab->plt || !elf_obj_writable(&p->obj, (uintptr_t)elf_obj_slot(&p->obj, r), 8)))
 				return refuse(m, "%s has a DTPMOD64 slot for it that cannot be written",
@@ -519,7 +555,7 @@ static void reach_served(struct module *m)
 		t = target(m, r, m);
 		if (!t || t == m || !t->served || t->released)
 			continue;
-		if (type == R_X86_64_TPOFF64 || type == R_X86_64_TPOFF32 ||
+		if (type == R_X86_64_TPOFF64 || type == R_X86_64_TPOFF32 || m->tga_foreign ||
 		    (type == R_X86_64_TLSDESC && !have_tlsdesc()) ||
 		    (type == R_X86_64_DTPMOD64 && tab->plt)) {
 			note("warning: %s reaches the TLS of %s (served by kstls) with %s against %s: it "
@@ -536,8 +572,11 @@ static void reach_served(struct module *m)
 
 void serve_open(struct module *m)
 {
+	char buf[160];
+
 	if (!m->has_obj || m->is_rtld)
 		return;
+	m->tga_foreign = foreign_tga(m, buf, sizeof(buf)) != NULL;
 	if (m->obj.tls && !m->is_main) {
 		if (!cfg.device)
 			refuse(m, "%s", cfg.device_error);

@@ -3,8 +3,11 @@
  * kstls_run_test.c - kstls-run serves the dynamic TLS of programs and objects built without
  * kstls: the programs of build/selftests/run check from inside that their objects' variables
  * are not in glibc's blocks and what the kstls context (fdinfo) holds; this test checks their
- * exit status and what kstls-run --stats reports. The 100-module churn and the bad input have
- * tests of their own (kstls_run_churn_test, kstls_run_errors_test).
+ * exit status and what kstls-run --stats reports: objects served at start-up and by dlopen, lazy
+ * and bind-now, an exact count in strict mode, initial-exec users left on the host, one object
+ * reaching another's TLS, TLS descriptors, fork and a failed dlopen, objects that already use
+ * libkstls left to it, an LD_AUDIT of the user's kept. The 100-module churn and the bad input
+ * have tests of their own (kstls_run_churn_test, kstls_run_errors_test).
  */
 #include "kselftest_harness.h"
 #include "run_harness.h"
@@ -152,6 +155,44 @@ TEST(tls_descriptors)
 	ASSERT_SERVED("libgnu2.so", "kstls", lookups, allocs);
 	EXPECT_EQ(9, allocs);
 	EXPECT_NE(NULL, strstr(out, "variables in the kstls's block")) show(out);
+}
+
+TEST(fork_and_a_failed_dlopen)
+{
+	unsigned long long lookups, allocs;
+	char line[512];
+
+	/* The child adopts the parent's context; libbroken.so's dlopen fails after it was mapped. */
+	ASSERT_EQ(0, RUN(NULL, KSTLS_RUN, "--stats", PROG("fork_prog"))) show(out);
+	/* Both processes report at exit: the child first. */
+	EXPECT_EQ(2, count_lines(out, "libplain.so: kstls, ")) show(out);
+	ASSERT_SERVED("libplain.so", "kstls", lookups, allocs);
+	ASSERT_NE(NULL, stats_line(out, "libbroken.so", line, sizeof(line))) show(out);
+	ASSERT_SERVED("libbroken.so", "kstls", lookups, allocs);
+	EXPECT_EQ(0, allocs);
+}
+
+FIXTURE(slow) {};
+FIXTURE_SETUP(slow) {}
+FIXTURE_TEARDOWN(slow) {}
+
+/* Three programs, one of them a whole harness of its own: longer than the default 30 s. */
+TEST_F_TIMEOUT(slow, objects_that_use_libkstls_keep_their_own, 90)
+{
+	char line[512];
+
+	/* libtlsobj.so has libkstls.a inside: its __tls_get_addr is its own. */
+	ASSERT_EQ(0, RUN(NULL, KSTLS_RUN, "--stats", here("glibc_dso_test"))) show(out);
+	ASSERT_NE(NULL, stats_line(out, "libtlsobj.so", line, sizeof(line))) show(out);
+	EXPECT_NE(NULL, strstr(line, ": host: its dynamic TLS code calls a __tls_get_addr linked "
+			       "into it")) TH_LOG("%s", line);
+	/* libalign16.so calls libkstls.so's __tls_get_addr@KSTLS_0. */
+	ASSERT_EQ(0, RUN(NULL, KSTLS_RUN, "--stats", PROG("withkstls_prog"))) show(out);
+	ASSERT_NE(NULL, stats_line(out, "libalign16.so", line, sizeof(line))) show(out);
+	EXPECT_NE(NULL, strstr(line, ": host: its __tls_get_addr is __tls_get_addr@KSTLS_0, not "
+			       "the dynamic linker's")) TH_LOG("%s", line);
+	/* The scenario with dlclose, fork and forwarding, each case in a child of the harness. */
+	ASSERT_EQ(0, RUN(NULL, KSTLS_RUN, here("lifecycle_test"))) show(out);
 }
 
 TEST(an_existing_ld_audit_is_kept)
