@@ -49,9 +49,10 @@
 
 /* libkstls.a's entry, hidden in this library. */
 extern void *__tls_get_addr(void *ti) __attribute__((visibility("hidden")));
-/* libkstls's TLS descriptor resolver ({kstls_tlsdesc, &tls_index{id, offset}}), if this copy
- * of libkstls.a has one. */
-extern char kstls_tlsdesc[] __attribute__((weak, visibility("hidden")));
+/* libkstls's TLS descriptor resolver, for descriptors {kstls_tlsdesc, &tls_index{id, offset}}
+ * (it returns the variable's address minus the thread pointer, every other register kept), if
+ * this copy of libkstls.a has one: the reference is weak, NULL without. */
+extern void kstls_tlsdesc(void) __attribute__((weak, visibility("hidden")));
 
 #define PAGE 4096UL
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * count_prog.c - calls count_bump() of libcount.so N times on one thread (argv[1], default
+ * count_prog.c - calls count_bump() of libcount.so (count_gnu2_prog: of libcount_gnu2.so) N times on one thread (argv[1], default
  * 1000): N accesses to one module's TLS, each a kernel lookup under kstls-run --strict.
  * Exit status 0 when the last call returned N.
  */

@@ -21,6 +21,7 @@ int main(int argc, char **argv)
 	tlsobj_set(5);
 	in = in_host_block("libgnu2.so", tlsobj_addr(0));
 	who = in ? "host" : "kstls";
-	printf("# gnu2_prog: %s, variables in the %s's block\n", bad ? why : "values right", who);
+	printf("# gnu2_prog: %s, variables in %s block\n", bad ? why : "values right",
+	       in ? "the host's" : "a kstls");
 	return bad || (argc > 1 && strcmp(argv[1], who));
 }

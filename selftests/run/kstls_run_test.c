@@ -143,6 +143,7 @@ TEST(tls_descriptors)
 	unsigned long long lookups, allocs;
 	char line[512];
 
+	/* libgnu2.so: tlsobj.c with -mtls-dialect=gnu2, lazy (its descriptors in DT_JMPREL). */
 	ASSERT_EQ(0, RUN(NULL, KSTLS_RUN, "--stats", PROG("gnu2_prog"))) show(out);
 	ASSERT_NE(NULL, stats_line(out, "libgnu2.so", line, sizeof(line))) show(out);
 	if (strstr(line, ": host: ")) {
@@ -154,7 +155,16 @@ TEST(tls_descriptors)
 	}
 	ASSERT_SERVED("libgnu2.so", "kstls", lookups, allocs);
 	EXPECT_EQ(9, allocs);
-	EXPECT_NE(NULL, strstr(out, "variables in the kstls's block")) show(out);
+	EXPECT_NE(NULL, strstr(out, "variables in a kstls block")) show(out);
+	/* Bind-now: the descriptors' IRELATIVE entries go through elf_machine_rela. */
+	ASSERT_EQ(0, RUN(bind_now_env, KSTLS_RUN, "--stats", PROG("gnu2_prog"), "kstls")) show(out);
+	ASSERT_SERVED("libgnu2.so", "kstls", lookups, allocs);
+	/* Every descriptor call a kernel lookup in strict mode. */
+	ASSERT_EQ(0, RUN(NULL, KSTLS_RUN, "--strict", "--stats", PROG("count_gnu2_prog"), "1000"))
+		show(out);
+	ASSERT_SERVED("libcount_gnu2.so", "strict", lookups, allocs);
+	EXPECT_EQ(1000, lookups);
+	EXPECT_EQ(1, allocs);
 }
 
 TEST(fork_and_a_failed_dlopen)
