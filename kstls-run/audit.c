@@ -28,6 +28,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,12 +63,9 @@ void note(const char *fmt, ...)
 
 const char *module_short_name(const struct module *m)
 {
-	const char *s;
+	const char *s = strrchr(m->name, '/');
 
-	if (m->is_main)
-		return "the executable";
-	s = strrchr(m->name, '/');
-	return s ? s + 1 : m->name;
+	return s ? s + 1 : m->name[0] ? m->name : "the executable";
 }
 
 /* A freshly opened context is in the mode the module parameter gives; strict is set before the
@@ -101,10 +99,25 @@ unsigned int la_objopen(struct link_map *map, Lmid_t lmid, uintptr_t *cookie)
 		return 0;
 	m->map = map;
 	m->lmid = lmid;
-	m->name = strdup(map->l_name ? map->l_name : "");
 	m->pending = 1;
 	m->is_main = !seen_main && lmid == LM_ID_BASE && (!map->l_name || !map->l_name[0]);
 	seen_main = 1;
+	if (m->is_main) {
+		/* glibc names the executable "". */
+		char exe[PATH_MAX];
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+		exe[n > 0 ? n : 0] = '\0';
+		m->name = strdup(exe);
+	} else {
+		m->name = strdup(map->l_name ? map->l_name : "");
+	}
+	if (!m->name) {
+		/* No memory: the object is not looked at (its TLS stays the host's). */
+		free(m);
+		*cookie = 0;
+		return 0;
+	}
 	m->is_rtld = map->l_addr && map->l_addr == getauxval(AT_BASE);
 	m->has_obj = !elf_obj_init(&m->obj, map, &why);
 	if (!m->has_obj)
@@ -113,6 +126,23 @@ unsigned int la_objopen(struct link_map *map, Lmid_t lmid, uintptr_t *cookie)
 	tail = &m->next;
 	serve_open(m);
 	return 0;
+}
+
+/* Drops a closed module that --stats will not report: a program that loads and unloads objects
+ * without end does not make the list grow. */
+static void forget(struct module *m)
+{
+	struct module **p = &modules;
+
+	while (*p && *p != m)
+		p = &(*p)->next;
+	if (!*p)
+		return;
+	*p = m->next;
+	if (tail == &m->next)
+		tail = p;
+	free(m->name);
+	free(m);
 }
 
 unsigned int la_objclose(uintptr_t *cookie)
@@ -137,6 +167,8 @@ unsigned int la_objclose(uintptr_t *cookie)
 			serve_close(m);
 	}
 	m->closed = 1;
+	if (!cfg.stats && !exiting)
+		forget(m);
 	return 0;
 }
 
@@ -181,13 +213,13 @@ static void report(FILE *f)
 			fprintf(f, "kstls-run[%d]: %s: %s, %llu kernel lookups, %llu first touches (%s)\n",
 				getpid(), module_short_name(m), path,
 				(unsigned long long)m->st.lookups, (unsigned long long)m->st.allocs,
-				m->is_main ? "executable" : m->name);
+				m->name);
 		else if (m->served)
 			fprintf(f, "kstls-run[%d]: %s: %s, counters unavailable (%s)\n", getpid(),
 				module_short_name(m), path, m->name);
 		else
 			fprintf(f, "kstls-run[%d]: %s: host: %s (%s)\n", getpid(), module_short_name(m),
-				m->reason, m->is_main ? "executable" : m->name);
+				m->reason, m->name);
 	}
 }
 

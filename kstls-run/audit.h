@@ -2,8 +2,8 @@
 /*
  * audit.h - the audit library's view of the process: one struct module per object the dynamic
  * linker reported with la_objopen, in the order it reported them (the order of the lookup scope
- * within a namespace), kept until exit so that --stats can report every module that ever had
- * TLS.
+ * within a namespace). With --stats every one is kept until exit, so that the report has every
+ * module that ever had TLS; without, a dlclosed one is dropped.
  */
 #ifndef KSTLS_RUN_AUDIT_H
 #define KSTLS_RUN_AUDIT_H
@@ -36,8 +36,9 @@ struct module {
 	char reason[REASON_LEN];	/* why it stays on the host, when not served */
 	struct kstls_stats st;		/* counters read at la_objclose (have_stats) */
 	int have_stats;
-	void *descs;			/* tls_index array of rewritten TLS descriptors (mmap) */
-	size_t descs_len;
+	/* The tls_index arguments of its rewritten TLS descriptors: mappings chained through their
+	 * first word, their length in the second. */
+	void *descs;
 };
 
 /* Options from the launcher's environment (KSTLS_RUN_STRICT, KSTLS_RUN_STATS). */

@@ -343,7 +343,7 @@ static int rewrite_refs(struct module *m, struct module *t, const struct module 
 		}
 	}
 	if (ti)
-		mprotect((void *)((uintptr_t)ti & ~(PAGE - 1)), PAGE, PROT_READ);
+		mprotect(m->descs, (size_t)((void **)m->descs)[1], PROT_READ);
 	if (done)
 		route_tga(m);
 	return 0;
@@ -558,7 +558,8 @@ static void reach_served(struct module *m)
 			continue;
 		if (type == R_X86_64_TPOFF64 || type == R_X86_64_TPOFF32 || m->tga_foreign ||
 		    (type == R_X86_64_TLSDESC && !have_tlsdesc()) ||
-		    (type == R_X86_64_DTPMOD64 && tab->plt)) {
+		    (type == R_X86_64_DTPMOD64 &&
+		     (tab->plt || !elf_obj_writable(&m->obj, (uintptr_t)elf_obj_slot(&m->obj, r), 8)))) {
 			note("warning: %s reaches the TLS of %s (served by kstls) with %s against %s: it "
 			     "sees the host's copy", m->name, t->name, type_name(type),
 			     sym_desc(m, r, buf, sizeof(buf)));
@@ -584,7 +585,7 @@ void serve_open(struct module *m)
 		else
 			serve(m);
 	} else if (m->obj.tls) {
-		refuse(m, "the executable's own TLS is local-/initial-exec, %%fs-relative");
+		refuse(m, "an executable's own TLS is local-/initial-exec, %%fs-relative");
 	}
 	if (cfg.device)
 		reach_served(m);
