@@ -27,9 +27,7 @@
  * KSTLS_RUN_STATS=- (stderr) or a file name (appended to: a forked child reports too).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,34 +37,9 @@
 
 #include "audit.h"
 
-struct config cfg;
-struct module *modules;
-static struct module **tail = &modules;
 /* _dl_fini has begun (the executable was closed): modules are no longer released. */
 static int exiting;
 static int seen_main;
-
-void note(const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-	int n;
-
-	n = snprintf(buf, sizeof(buf), "kstls-run[%d]: ", getpid());
-	va_start(ap, fmt);
-	vsnprintf(buf + n, sizeof(buf) - n - 1, fmt, ap);
-	va_end(ap);
-	strcat(buf, "\n");
-	if (write(2, buf, strlen(buf)) < 0)
-		return;
-}
-
-const char *module_short_name(const struct module *m)
-{
-	const char *s = strrchr(m->name, '/');
-
-	return s ? s + 1 : m->name[0] ? m->name : "the executable";
-}
 
 /* A freshly opened context is in the mode the module parameter gives; strict is set before the
  * first registration (serve.c) and checked here, so that a refusal is reported up front. */
@@ -122,27 +95,9 @@ unsigned int la_objopen(struct link_map *map, Lmid_t lmid, uintptr_t *cookie)
 	m->has_obj = !elf_obj_init(&m->obj, map, &why);
 	if (!m->has_obj)
 		snprintf(m->reason, sizeof(m->reason), "%s", why);
-	*tail = m;
-	tail = &m->next;
+	module_add(m);
 	serve_open(m);
 	return 0;
-}
-
-/* Drops a closed module that --stats will not report: a program that loads and unloads objects
- * without end does not make the list grow. */
-static void forget(struct module *m)
-{
-	struct module **p = &modules;
-
-	while (*p && *p != m)
-		p = &(*p)->next;
-	if (!*p)
-		return;
-	*p = m->next;
-	if (tail == &m->next)
-		tail = p;
-	free(m->name);
-	free(m);
 }
 
 unsigned int la_objclose(uintptr_t *cookie)
@@ -168,7 +123,7 @@ unsigned int la_objclose(uintptr_t *cookie)
 	}
 	m->closed = 1;
 	if (!cfg.stats && !exiting)
-		forget(m);
+		module_forget(m);
 	return 0;
 }
 

@@ -52,6 +52,12 @@ struct config {
 extern struct config cfg;
 extern struct module *modules;
 
+/* Appends @m to the list (modules.c). */
+void module_add(struct module *m);
+
+/* Drops the closed @m from the list and frees it (modules.c). */
+void module_forget(struct module *m);
+
 /* Decides how the just-opened @m is served, registers it and rewrites relocations (serve.c). */
 void serve_open(struct module *m);
 
@@ -62,10 +68,11 @@ int serve_strict(void);
  * read (serve.c). */
 void serve_close(struct module *m);
 
-/* Reasons and warnings go to stderr at once, prefixed like every line of kstls-run. */
+/* Reasons and warnings go to stderr at once, prefixed like every line of kstls-run
+ * (modules.c). */
 void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* The name --stats shows for @m: the last path component of its l_name. */
+/* The name --stats shows for @m: the last path component of its l_name (modules.c). */
 const char *module_short_name(const struct module *m);
 
 #endif /* KSTLS_RUN_AUDIT_H */
