@@ -69,6 +69,16 @@ int kstls_unregister_self(const void *addr);
 void *kstls_get_tls_addr(uint64_t module, uint64_t offset);
 
 /*
+ * The TLS descriptor resolver, for a loader that fills descriptors itself (compiled code with
+ * -mtls-dialect=gnu2 calls it through the descriptors registration rewrites): a descriptor
+ * { kstls_tlsdesc, &tls_index } with a struct kstls_tls_index { kstls id, offset } that outlives
+ * it resolves that thread's variable. Not a C function: the x86-64 TLSDESC convention applies
+ * (%rax points to the descriptor; the offset of the variable from the thread pointer comes back
+ * in %rax; every other register is preserved).
+ */
+void kstls_tlsdesc(void);
+
+/*
  * Register / unregister the calling module (the one this macro is compiled into) through the
  * linker-defined __ehdr_start, its ELF header. For a constructor and a destructor:
  *

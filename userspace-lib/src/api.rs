@@ -317,7 +317,7 @@ impl Module {
         // SAFETY: `m` contains this function, so it is mapped, relocated (its code runs) and
         // stays loaded while this call runs; without the `capi` feature (an rlib in a Rust
         // program) the module is only read, never written.
-        let id = unsafe { selfreg::register_located(&m, tls) }.map_err(Error::device)?;
+        let id = unsafe { selfreg::register_module(&m, tls, None) }.map_err(Error::device)?;
         Ok(Module {
             id,
             origin: Origin::OwnModule,

@@ -17,6 +17,7 @@ use rustix::io::Errno;
 
 use crate::context;
 use crate::die;
+use crate::entry;
 use crate::selfreg;
 
 /// `0` or `-errno`, for the C shims.
@@ -93,8 +94,9 @@ pub extern "C" fn kstls_unregister(module: u64) -> i32 {
 }
 
 /// `int kstls_register_self(const void *addr, uint64_t *module)`: register the module (the
-/// executable or shared object) that contains `addr` from its own `PT_TLS`, and point its
-/// `R_X86_64_DTPMOD64` GOT slots at the new kstls id.
+/// executable or shared object) that contains `addr` from its own `PT_TLS`, point its
+/// `R_X86_64_DTPMOD64` GOT slots at the new kstls id and its own TLS descriptors at
+/// `kstls_tlsdesc`, and start the calling thread's block from its host block.
 ///
 /// # Safety
 ///
@@ -103,7 +105,7 @@ pub extern "C" fn kstls_unregister(module: u64) -> i32 {
 #[no_mangle]
 pub unsafe extern "C" fn kstls_register_self(addr: *const c_void, module: *mut u64) -> i32 {
     // SAFETY: Forwarded from the caller.
-    match unsafe { selfreg::register_self(addr as usize) } {
+    match unsafe { selfreg::register_self(addr as usize, entry::entries()) } {
         Ok(id) => {
             if !module.is_null() {
                 // SAFETY: The caller passes a writable `uint64_t`.

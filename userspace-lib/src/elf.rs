@@ -7,6 +7,9 @@
 //! Dynamic linkers differ in what they leave in `_DYNAMIC`: glibc adds the load bias to the
 //! address-valued entries in place, musl does not. `Module::ptr` accepts both.
 
+use rustix::io::Errno;
+use rustix::mm::MprotectFlags;
+
 use crate::arch;
 use crate::arch::PAGE;
 
@@ -84,6 +87,8 @@ pub(crate) const DT_JMPREL: i64 = 23;
 pub(crate) const DT_GNU_HASH: i64 = 0x6fff_fef5;
 
 pub(crate) const R_X86_64_DTPMOD64: u32 = 16;
+#[cfg(feature = "capi")]
+pub(crate) const R_X86_64_TLSDESC: u32 = 36;
 
 const ET_EXEC: u16 = 2;
 const ET_DYN: u16 = 3;
@@ -225,6 +230,67 @@ impl Module {
             table(self.dynamic(DT_RELA), self.dynamic(DT_RELASZ)),
             jmprel,
         ]
+    }
+
+    /// The relocations of the tables of `relas` whose type is `ty`.
+    pub(crate) fn relocs(&self, ty: u32) -> impl Iterator<Item = &'static Rela> + Clone {
+        self.relas()
+            .into_iter()
+            .flat_map(|t| t.iter())
+            .filter(move |r| r.r_info as u32 == ty)
+    }
+
+    /// The run-time address a relocation of this module writes.
+    pub(crate) fn slot(&self, r: &Rela) -> usize {
+        self.bias.wrapping_add(r.r_offset as usize)
+    }
+
+    /// The offset in this module's TLS block that a TLS relocation names when it names this
+    /// module's own TLS: the addend for symbol 0 (a local symbol, folded in by the linker), the
+    /// symbol's value plus the addend for a symbol the module defines. `None`: a symbol it only
+    /// references (another module's, or an undefined weak one).
+    #[cfg(feature = "capi")]
+    pub(crate) fn own_tls_offset(&self, r: &Rela) -> Option<u64> {
+        let sym = (r.r_info >> 32) as usize;
+        if sym == 0 {
+            return Some(r.r_addend as u64);
+        }
+        let s = self.sym(sym)?;
+        (s.st_shndx != 0).then(|| s.st_value.wrapping_add(r.r_addend as u64))
+    }
+
+    /// The range of whole pages `PT_GNU_RELRO` covers, which the dynamic linker made read-only
+    /// after relocation (glibc and musl round both ends down to a page).
+    pub(crate) fn relro(&self) -> Option<(usize, usize)> {
+        self.phdr(PT_GNU_RELRO).map(|r| {
+            let start = self.bias.wrapping_add(r.p_vaddr as usize) & !(PAGE - 1);
+            let end = self.bias.wrapping_add((r.p_vaddr + r.p_memsz) as usize) & !(PAGE - 1);
+            (start, end)
+        })
+    }
+
+    /// Runs `write` with the module's RELRO pages writable when one of `slots` lies in them
+    /// (`mprotect` there and back); `write` may store to those slots, and nothing else there.
+    ///
+    /// # Safety
+    ///
+    /// The module stays mapped, and no other thread relies on its RELRO pages being read-only
+    /// meanwhile.
+    pub(crate) unsafe fn with_slots_writable(
+        &self,
+        mut slots: impl Iterator<Item = usize>,
+        write: impl FnOnce(),
+    ) -> Result<(), Errno> {
+        let relro = self.relro().filter(|(s, e)| e > s);
+        let need = relro.filter(|&(s, e)| slots.any(|p| s <= p && p < e));
+        let protect = |flags| match need {
+            // SAFETY: The module's own RELRO pages; only their protection changes.
+            Some((s, e)) => unsafe { rustix::mm::mprotect(s as *mut _, e - s, flags) },
+            None => Ok(()),
+        };
+        protect(MprotectFlags::READ | MprotectFlags::WRITE)?;
+        write();
+        protect(MprotectFlags::READ)
     }
 
     /// Dynamic symbol `i` (the caller got `i` from one of this module's relocations).

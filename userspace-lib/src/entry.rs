@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The assembly entry points of the C library, the top of the crate (feature `capi` only): the
-//! exported `__tls_get_addr`, its Rust slow path, and the forwarding of host module ids to the
-//! host's own `__tls_get_addr`. A Rust program that depends on the crate must keep the host's
+//! exported `__tls_get_addr` and TLS descriptor resolver `kstls_tlsdesc`, their Rust slow path,
+//! and the forwarding of host module ids to the host's own `__tls_get_addr`. A Rust program that depends on the crate must keep the host's
 //! `__tls_get_addr`, so it gets none of this, not even a local symbol.
 //!
 //! Every entry does the cache lookup of `cache.rs` with the symbols and immediates that file
 //! defines (`EMPTY_CACHE`, `FAST`, `cache::ASM_*`), in its own `global_asm!` block, and falls
-//! back to a Rust function of this file with the stack aligned. Another entry (a TLS descriptor
-//! resolver, say) goes beside `__tls_get_addr` the same way.
+//! back to a Rust function of this file with the stack aligned. Probing past the home slot is one
+//! routine, `kstls_probe`, which both entries call out of line.
 //!
 //! **`__tls_get_addr`** is called by compiler-generated general- and local-dynamic TLS
 //! sequences with `%rdi` pointing to a `tls_index` and, because of GCC PR58066, possibly with a
@@ -28,6 +28,7 @@ use core::arch::global_asm;
 use core::ffi::c_void;
 use core::mem::offset_of;
 use core::mem::size_of;
+use core::sync::atomic::AtomicU32;
 use core::sync::atomic::AtomicUsize;
 use core::sync::atomic::Ordering::Acquire;
 use core::sync::atomic::Ordering::Release;
@@ -38,6 +39,7 @@ use crate::cache::FAST;
 use crate::context;
 use crate::die;
 use crate::host;
+use crate::selfreg::Entries;
 use crate::uapi::kstls_tls_index;
 use crate::uapi::KSTLS_MODULE_ID_MIN;
 
@@ -76,25 +78,9 @@ global_asm!(
     "jz 10f",                           // below KSTLS_MODULE_ID_MIN: the host's module
     "test %r11, %r11",
     "jz 9f",                            // this thread's slot without the entry: the slow path
-    "mov ${probes1}, %eax",             // else the next nr_probes - 1 slots, rax counting
-    "7:",
-    "add $16, %rdx",
-    "and ${mask16}, %rdx",
-    "movzbl (%rdi), %ecx",
-    "shl $4, %ecx",
-    "add {slots}+8(%r8,%rdx), %rcx",
-    "mov 8(%r8,%rcx), %r9",             // the same order: block, module, tp
-    "mov (%r8,%rcx), %r10",
-    "cmp {slots}(%r8,%rdx), %rsi",
-    "je 3f",
-    "dec %eax",
-    "jnz 7b",
-    "jmp 9f",
-    "3:",                               // this thread's slot
-    "cmp (%rdi), %r10",
-    "jne 9f",
-    "mov 8(%rdi), %rax",
-    "add %r9, %rax",
+    "call kstls_probe",                 // else the next nr_probes - 1 slots
+    "test %rax, %rax",
+    "jz 9f",
     "ret",
     "10:",
     "mov {host}(%rip), %rax",
@@ -116,6 +102,39 @@ global_asm!(
     "ret",
     ".cfi_endproc",
     ".size __tls_get_addr, . - __tls_get_addr",
+    "",
+    // kstls_probe: the nr_probes - 1 slots after the home slot, out of line, for both entries.
+    // In: rdi = &tls_index, rsi = thread pointer, r8 = the cache, rdx = the home slot's offset
+    // in the slot array. Out: rax = block + offset, or 0 when the thread has no slot there or
+    // its slot has no entry for the module. Clobbers rcx, rdx, r9, r10 and flags; no stack.
+    ".p2align 4",
+    ".type kstls_probe, @function",
+    "kstls_probe:",
+    ".cfi_startproc",
+    "mov ${probes1}, %eax",             // rax counting
+    "7:",
+    "add $16, %rdx",
+    "and ${mask16}, %rdx",
+    "movzbl (%rdi), %ecx",
+    "shl $4, %ecx",
+    "add {slots}+8(%r8,%rdx), %rcx",
+    "mov 8(%r8,%rcx), %r9",             // the same order: block, module, tp
+    "mov (%r8,%rcx), %r10",
+    "cmp {slots}(%r8,%rdx), %rsi",
+    "je 3f",
+    "dec %eax",
+    "jnz 7b",
+    "ret",                              // rax = 0
+    "3:",                               // this thread's slot
+    "xor %eax, %eax",
+    "cmp (%rdi), %r10",
+    "jne 4f",
+    "mov 8(%rdi), %rax",
+    "add %r9, %rax",
+    "4:",
+    "ret",
+    ".cfi_endproc",
+    ".size kstls_probe, . - kstls_probe",
     empty = sym EMPTY_CACHE,
     delta = sym FAST,
     host = sym HOST_TLS_GET_ADDR,
@@ -128,11 +147,254 @@ global_asm!(
     options(att_syntax)
 );
 
+// The TLS descriptor resolver, `kstls_tlsdesc`: what a descriptor `{kstls_tlsdesc, &tls_index}`
+// calls. The TLSDESC convention (x86-64, `-mtls-dialect=gnu2`): the call site is
+// `lea x@tlsdesc(%rip), %rax; call *x@tlscall(%rax)`, so `%rax` points to the descriptor, whose
+// second word is here a `tls_index` holding a kstls id; the resolver returns in `%rax` the
+// variable's offset from the thread pointer (block + offset - tp) and preserves every other
+// register, vector state included; only the flags may change. It assumes nothing of the stack's
+// alignment (the compiler's call site keeps none), and GCC keeps no red zone in functions that
+// make such calls, so pushing is free.
+//
+// The hit path is the lookup of `__tls_get_addr` with three registers pushed (the thread pointer
+// is read from `%fs:0` where it is needed rather than kept in one). A miss saves the four more
+// that `kstls_probe` uses and probes the next slots; the slow path (a first touch, strict mode,
+// a thread without a slot) saves the last caller-saved register and the whole extended state
+// with `xsave` (64-byte-aligned area of the size CPUID leaf 0xD gives; `fxsave` without XSAVE),
+// since the Rust slow path may use any vector register, and calls it with the stack aligned.
+global_asm!(
+    ".text",
+    ".globl kstls_tlsdesc",
+    ".type kstls_tlsdesc, @function",
+    ".p2align 4",
+    "kstls_tlsdesc:",
+    "kstls_tlsdesc_local:",             // a local alias, for `tlsdesc_entry`
+    ".cfi_startproc",
+    "mov 8(%rax), %rax",                // rax = the descriptor's tls_index
+    "push %rcx",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_rel_offset %rcx, 0",
+    "push %rdx",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_rel_offset %rdx, 0",
+    "push %rsi",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_rel_offset %rsi, 0",
+    "lea {empty}(%rip), %rcx",
+    "add {delta}(%rip), %rcx",          // rcx = the cache (EMPTY_CACHE while there is none)
+    "movabs ${mul}, %rdx",
+    "imul %fs:0, %rdx",
+    "shr ${shift4}, %rdx",
+    "and $-16, %rdx",
+    "lea {slots}(%rcx,%rdx), %rdx",     // rdx = the thread's home slot
+    "movzbl (%rax), %esi",              // the id's registry slot modulo dtv_entries
+    "shl $4, %esi",
+    "add 8(%rdx), %rsi",                // + dtv_offset
+    "add %rcx, %rsi",                   // rsi = the entry
+    "mov 8(%rsi), %rcx",                // rcx = block, then
+    "mov (%rsi), %rsi",                 // the entry's module, then
+    "xor (%rax), %rsi",
+    "mov (%rdx), %rdx",                 // the slot's tp, last
+    "xor %fs:0, %rdx",
+    "or %rdx, %rsi",
+    "jnz .Lkstls_tlsdesc_miss",         // not both equal
+    "mov 8(%rax), %rax",
+    "add %rcx, %rax",
+    "sub %fs:0, %rax",                  // block + offset - tp
+    ".Lkstls_tlsdesc_ret:",
+    ".cfi_remember_state",
+    "pop %rsi",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore %rsi",
+    "pop %rdx",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore %rdx",
+    "pop %rcx",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore %rcx",
+    "ret",
+    ".cfi_restore_state",
+    ".Lkstls_tlsdesc_miss:",            // rax = &tls_index; rcx, rdx, rsi saved
+    "push %rdi",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_rel_offset %rdi, 0",
+    "push %r8",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_rel_offset %r8, 0",
+    "push %r9",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_rel_offset %r9, 0",
+    "push %r10",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_rel_offset %r10, 0",
+    "mov %rax, %rdi",                   // kstls_probe's inputs
+    "mov %fs:0, %rsi",
+    "lea {empty}(%rip), %r8",
+    "add {delta}(%rip), %r8",
+    "movabs ${mul}, %rdx",
+    "imul %rsi, %rdx",
+    "shr ${shift4}, %rdx",
+    "and $-16, %rdx",
+    "call kstls_probe",                 // rax = block + offset, or 0
+    "test %rax, %rax",
+    "jz .Lkstls_tlsdesc_slow",
+    "sub %rsi, %rax",
+    ".Lkstls_tlsdesc_pop:",
+    ".cfi_remember_state",
+    "pop %r10",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore %r10",
+    "pop %r9",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore %r9",
+    "pop %r8",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore %r8",
+    "pop %rdi",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore %rdi",
+    "jmp .Lkstls_tlsdesc_ret",
+    ".cfi_restore_state",
+    ".Lkstls_tlsdesc_slow:",            // rdi = &tls_index
+    "push %r11",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_rel_offset %r11, 0",
+    "push %rbp",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_rel_offset %rbp, 0",
+    "mov %rsp, %rbp",
+    ".cfi_def_cfa_register %rbp",
+    "push %rbx",
+    ".cfi_rel_offset %rbx, -8",
+    "mov %rdi, %rbx",                   // the tls_index, kept across the call
+    "call kstls_xsave_size",            // eax = bytes of the save area, 512 for fxsave
+    "sub %rax, %rsp",
+    "and $-64, %rsp",
+    "cmp $512, %eax",
+    "je 5f",
+    "xor %edx, %edx",                   // the XSAVE header: xsave writes only its first word,
+    "mov %rdx, 512(%rsp)",              // xrstor faults on anything but zeroes in the rest
+    "mov %rdx, 520(%rsp)",
+    "mov %rdx, 528(%rsp)",
+    "mov %rdx, 536(%rsp)",
+    "mov %rdx, 544(%rsp)",
+    "mov %rdx, 552(%rsp)",
+    "mov %rdx, 560(%rsp)",
+    "mov %rdx, 568(%rsp)",
+    "mov $-1, %eax",                    // every state component XCR0 enables
+    "mov $-1, %edx",
+    "xsave64 (%rsp)",
+    "mov %rbx, %rdi",
+    "call {slow}",
+    "mov %rax, %rbx",
+    "mov $-1, %eax",
+    "mov $-1, %edx",
+    "xrstor64 (%rsp)",
+    "jmp 6f",
+    "5:",
+    "fxsave64 (%rsp)",
+    "mov %rbx, %rdi",
+    "call {slow}",
+    "mov %rax, %rbx",
+    "fxrstor64 (%rsp)",
+    "6:",
+    "mov %rbx, %rax",
+    "sub %fs:0, %rax",                  // the address the slow path returned, minus tp
+    "mov -8(%rbp), %rbx",
+    ".cfi_restore %rbx",
+    "mov %rbp, %rsp",
+    "pop %rbp",
+    ".cfi_def_cfa %rsp, 72",
+    ".cfi_restore %rbp",
+    "pop %r11",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore %r11",
+    "jmp .Lkstls_tlsdesc_pop",
+    ".cfi_endproc",
+    ".size kstls_tlsdesc, . - kstls_tlsdesc",
+    "",
+    // kstls_xsave_size: eax = the bytes the slow path saves the extended state in: CPUID
+    // (0xD, 0).EBX, the size of the XSAVE area for what XCR0 enables, when the OS enabled
+    // XSAVE (CPUID.1:ECX.OSXSAVE), else 512 (FXSAVE). Looked up once. Preserves all but rax.
+    ".p2align 4",
+    ".type kstls_xsave_size, @function",
+    "kstls_xsave_size:",
+    ".cfi_startproc",
+    "mov {xsize}(%rip), %eax",
+    "test %eax, %eax",
+    "jz 2f",
+    "ret",
+    "2:",
+    "push %rbx",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_rel_offset %rbx, 0",
+    "push %rcx",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_rel_offset %rcx, 0",
+    "push %rdx",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_rel_offset %rdx, 0",
+    "mov $1, %eax",
+    "cpuid",
+    "mov $512, %eax",
+    "bt $27, %ecx",
+    "jnc 3f",
+    "mov $0xd, %eax",
+    "xor %ecx, %ecx",
+    "cpuid",
+    "mov $512, %eax",
+    "cmp $576, %ebx",                   // never less than legacy area + header
+    "jb 3f",
+    "mov %ebx, %eax",
+    "3:",
+    "mov %eax, {xsize}(%rip)",          // racing threads store the same value
+    "pop %rdx",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore %rdx",
+    "pop %rcx",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore %rcx",
+    "pop %rbx",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore %rbx",
+    "ret",
+    ".cfi_endproc",
+    ".size kstls_xsave_size, . - kstls_xsave_size",
+    empty = sym EMPTY_CACHE,
+    delta = sym FAST,
+    xsize = sym XSAVE_SIZE,
+    slow = sym tls_get_addr_slow,
+    mul = const cache::ASM_HASH_MUL,
+    shift4 = const cache::ASM_HASH_SHIFT,
+    slots = const cache::ASM_SLOTS,
+    options(att_syntax)
+);
+
+/// The size of the resolver's extended-state save area, 0 until its first slow path.
+static XSAVE_SIZE: AtomicU32 = AtomicU32::new(0);
+
 // The psABI's `tls_index` as the entry reads it: the module id at `(%rdi)` (its low byte by
 // `movzbl`), the offset at `8(%rdi)`.
 const _: () = assert!(size_of::<kstls_tls_index>() == 16);
 const _: () = assert!(offset_of!(kstls_tls_index, module) == 0);
 const _: () = assert!(offset_of!(kstls_tls_index, offset) == 8);
+
+/// The address of our own TLS descriptor resolver, `kstls_tlsdesc`.
+fn tlsdesc_entry() -> usize {
+    let a: usize;
+    // SAFETY: Only computes an address.
+    unsafe {
+        asm!("lea {}, [rip + kstls_tlsdesc_local]", out(reg) a, options(nomem, nostack, preserves_flags))
+    };
+    a
+}
+
+/// This copy's entries, which registration points a module's TLS slots at.
+pub(crate) fn entries() -> Entries {
+    Entries {
+        tlsdesc: tlsdesc_entry(),
+    }
+}
 
 /// The address of our own `__tls_get_addr` entry (not the one the symbol resolves to).
 fn tls_get_addr_entry() -> usize {

@@ -46,10 +46,12 @@
 //! | then | `lock.rs` (the one lock, signals blocked); `die.rs` (the loud failure); `elf.rs` (a module's headers in memory: `PT_TLS`, `_DYNAMIC`, relocations, symbols and their hash tables) |
 //! | then | `cache.rs` (the fast-path cache: `EMPTY_CACHE`, the wipe-on-fork `FAST`, mapping it, the lookup) |
 //! | then | `context.rs` (the `/dev/kstls` fd, fork adoption, the ioctls) |
-//! | then | `host.rs` (finding the host dynamic linker's `__tls_get_addr`); `selfreg.rs` (self-registration and the `ti_module` rewrite) |
-//! | top | `api.rs` (the Rust API); `capi.rs` (the C shims and the panic handler); `entry.rs` (the assembly `__tls_get_addr`, its slow path, host forwarding); `exports.rs` (the public symbols hidden in `libkstls.a`) |
+//! | then | `tlsdesc.rs` (a module's TLS descriptors: which are its own, the host's block they tell of, their rewrite) |
+//! | then | `host.rs` (finding the host dynamic linker's `__tls_get_addr`); `selfreg.rs` (registering a module: its `PT_TLS`, the `ti_module` and descriptor rewrite, the earlier writes carried over) |
+//! | top | `api.rs` (the Rust API); `capi.rs` (the C shims and the panic handler); `entry.rs` (the assembly `__tls_get_addr` and TLS descriptor resolver, their slow path, host forwarding); `exports.rs` (the public symbols hidden in `libkstls.a`) |
 //!
-//! `capi.rs`, `entry.rs`, `die.rs`, `host.rs` and `exports.rs` exist only in the C library.
+//! `capi.rs`, `entry.rs`, `die.rs`, `host.rs`, `tlsdesc.rs` and `exports.rs` exist only in the
+//! C library.
 //! Every system call is a raw one (rustix's linux_raw backend, plus the few rustix lacks in
 //! `arch.rs`). Host-side unit tests (`make -C userspace-lib unit-test`) sit at the bottom of the
 //! file under test and build the crate with `std`.
@@ -73,6 +75,8 @@ mod exports;
 mod host;
 mod lock;
 mod selfreg;
+#[cfg(feature = "capi")]
+mod tlsdesc;
 mod uapi;
 
 pub use api::init;

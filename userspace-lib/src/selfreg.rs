@@ -1,54 +1,90 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Self-registration: a module registers its own `PT_TLS` with kstls and maps its `ti_module`
-//! values to the new kstls id, without asking the dynamic linker that loaded it.
+//! Registration of a loaded module: its own `PT_TLS` registered with kstls, and the slots
+//! through which its compiled code reaches its TLS pointed at kstls, without asking the dynamic
+//! linker that loaded it. `register_module` does it for any relocated module; `register_self`
+//! for the one containing an address.
 //!
 //! The compiler's general- and local-dynamic sequences pass `__tls_get_addr` a GOT pair
 //! `{module, offset}`. The offset (`R_X86_64_DTPOFF64`, or a link-time constant) is relative to
 //! the module's TLS image, the same in any scheme. The module word is an
 //! `R_X86_64_DTPMOD64` relocation, which the host dynamic linker (glibc, musl) filled with its
-//! own small module id. `register_self` finds those relocations from the module's `_DYNAMIC`
+//! own small module id. Registration finds those relocations from the module's `_DYNAMIC`
 //! (`DT_RELA`/`DT_RELASZ`, and `DT_JMPREL` when it is RELA), works out which id the host gave
 //! this module (the slots of relocations against symbol 0 or against symbols the module
 //! defines), and overwrites every slot holding that id with the kstls id, making the RELRO
 //! pages writable with `mprotect` for the moment of the write. Slots that name another module
 //! (a TLS symbol interposed by the executable, say) keep their host id and are forwarded to the
-//! host's `__tls_get_addr` by ours.
+//! host's `__tls_get_addr` by ours. TLS descriptors (`-mtls-dialect=gnu2`) are rewritten the
+//! same way, to kstls's resolver (`tlsdesc.rs`).
 //!
-//! The rewrite is only right when the module's `__tls_get_addr` calls reach this copy's entry,
-//! which exists with the `capi` feature (the C library). Built as a Rust dependency, the crate
-//! has no entry, the module's calls go to the host's `__tls_get_addr`, and a kstls id in its GOT
-//! would be handed to the host: there `register_self` registers the `PT_TLS` image and leaves
-//! the GOT alone (`REWRITE`).
+//! Earlier writes carry over: the registering thread's new block starts as a copy of its host
+//! block of the module (found before the rewrite: from the descriptors, or from the host's
+//! `__tls_get_addr` with the host's id), not of the pristine image. Other threads that touched
+//! the module's TLS before its registration (normally there are none: registration runs before
+//! the module's own constructors) keep what they wrote in their host blocks, which the module's
+//! code no longer reaches; their first access afterwards gets a fresh kstls block initialised
+//! from the image.
+//!
+//! The rewrite is only right when the module's `__tls_get_addr` calls and descriptors reach
+//! this copy's entries, which exist with the `capi` feature (the C library, `entry.rs`): its
+//! callers pass them in (`Entries`). Built as a Rust dependency, the crate has no entry, the
+//! module's calls go to the host's `__tls_get_addr`, and a kstls id in its GOT would be handed to
+//! the host: there registration (`Entries` `None`) registers the `PT_TLS` image and leaves the
+//! GOT and the descriptors alone.
 
 use core::sync::atomic::AtomicU64;
 use core::sync::atomic::AtomicUsize;
 use core::sync::atomic::Ordering::Relaxed;
 
 use rustix::io::Errno;
-use rustix::mm::MprotectFlags;
 
-use crate::arch::PAGE;
 use crate::context;
 use crate::elf::Module;
 use crate::elf::Phdr;
-use crate::elf::PT_GNU_RELRO;
 use crate::elf::PT_TLS;
 use crate::elf::R_X86_64_DTPMOD64;
+#[cfg(feature = "capi")]
+use crate::host;
 use crate::lock;
 use crate::lock::Guard;
+#[cfg(feature = "capi")]
+use crate::tlsdesc;
+#[cfg(feature = "capi")]
+use crate::tlsdesc::Indexes;
 
-/// Whether `register_self` points the module's `ti_module` slots at the kstls id: only when
-/// this copy exports the `__tls_get_addr` those slots are passed to (see the module doc).
-const REWRITE: bool = cfg!(feature = "capi");
+/// The entry points of this copy that a registered module's TLS slots are pointed at (the C
+/// library's `entry.rs`): the module's `__tls_get_addr` calls bind to this copy's already, and
+/// its TLS descriptors are pointed at `tlsdesc`, the resolver.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entries {
+    // Only the C library has entries to pass, and only it rewrites descriptors.
+    #[cfg_attr(not(feature = "capi"), expect(dead_code))]
+    pub(crate) tlsdesc: usize,
+}
 
-/// Modules registered by `register_self` in this copy: the ELF header address and the id.
+/// One module registered by `register_module` in this copy: its ELF header address (0: a free
+/// entry), its kstls id, and the mapping of its rewritten descriptors' `tls_index`es. Written
+/// under the lock.
+struct Registered {
+    base: AtomicUsize,
+    id: AtomicU64,
+    idx_addr: AtomicUsize,
+    idx_len: AtomicUsize,
+}
+
 const MAX_SELF: usize = 64;
-static SELF_BASE: [AtomicUsize; MAX_SELF] = [const { AtomicUsize::new(0) }; MAX_SELF];
-static SELF_ID: [AtomicU64; MAX_SELF] = [const { AtomicU64::new(0) }; MAX_SELF];
+static TABLE: [Registered; MAX_SELF] = [const {
+    Registered {
+        base: AtomicUsize::new(0),
+        id: AtomicU64::new(0),
+        idx_addr: AtomicUsize::new(0),
+        idx_len: AtomicUsize::new(0),
+    }
+}; MAX_SELF];
 
-fn find(base: usize) -> Option<usize> {
-    (0..MAX_SELF).find(|&i| SELF_BASE[i].load(Relaxed) == base)
+fn find(base: usize) -> Option<&'static Registered> {
+    TABLE.iter().find(|e| e.base.load(Relaxed) == base)
 }
 
 /// The module containing `addr` and its `PT_TLS` program header: `ENOEXEC` when `addr` lies
@@ -68,26 +104,40 @@ pub(crate) fn locate(addr: usize) -> Result<(Module, &'static Phdr), Errno> {
 /// `addr` lies in a mapped module, which is not unloaded meanwhile and whose relocation has
 /// finished (a constructor of that module qualifies).
 #[cfg(feature = "capi")]
-pub(crate) unsafe fn register_self(addr: usize) -> Result<u64, Errno> {
+pub(crate) unsafe fn register_self(addr: usize, entries: Entries) -> Result<u64, Errno> {
     let (m, tls) = locate(addr)?;
     // SAFETY: Forwarded from the caller.
-    unsafe { register_located(&m, tls) }
+    unsafe { register_module(&m, tls, Some(entries)) }
 }
 
-/// Registers the module `m`, whose `PT_TLS` is `tls` (as `locate` found them); returns its
-/// kstls id, the same one again for a module registered already. Errors past `locate`'s come
-/// from `/dev/kstls` (opening it, `KSTLS_IOC_REGISTER`), `ENOSPC` when this copy already has
-/// `MAX_SELF` modules, or `mprotect`.
+/// Registers the module `m`, whose `PT_TLS` is `tls` (as `locate` found them), and, given this
+/// copy's `entries`, redirects its TLS to kstls: its DTPMOD64 slots hold the kstls id and its TLS
+/// descriptors call kstls's resolver (`rewrite`), and the calling thread's new block starts as a
+/// copy of what its host block of the module holds now (`carry_over`), so that writes made
+/// before (by the module's own code run earlier, or another module's constructor) survive. Returns the kstls id, the
+/// same one again for a module registered already. Errors past `locate`'s come from
+/// `/dev/kstls` (opening it, `KSTLS_IOC_REGISTER`), `ENOSPC` when this copy already has
+/// `MAX_SELF` modules, `mmap` or `mprotect`.
+///
+/// Not tied to the calling module: any module mapped and relocated by the host's dynamic linker
+/// qualifies (a loader's audit hook, say, after relocation).
 ///
 /// # Safety
 ///
-/// As for `register_self`.
-pub(crate) unsafe fn register_located(m: &Module, tls: &Phdr) -> Result<u64, Errno> {
+/// As for `register_self`; and no other thread runs the module's TLS code meanwhile.
+pub(crate) unsafe fn register_module(
+    m: &Module,
+    tls: &Phdr,
+    entries: Option<Entries>,
+) -> Result<u64, Errno> {
+    // Found before anything changes and without the lock: the host's resolver may allocate.
+    // SAFETY: Forwarded from the caller.
+    let host = entries.and_then(|e| unsafe { host_block(m, e) });
     let g = lock::lock();
-    if let Some(i) = find(m.base) {
-        return Ok(SELF_ID[i].load(Relaxed));
+    if let Some(e) = find(m.base) {
+        return Ok(e.id.load(Relaxed));
     }
-    let slot = find(0).ok_or(Errno::NOSPC)?;
+    let entry = find(0).ok_or(Errno::NOSPC)?;
     let align = tls.p_align.max(1);
     let id = context::register_locked(
         &g,
@@ -101,28 +151,141 @@ pub(crate) unsafe fn register_located(m: &Module, tls: &Phdr) -> Result<u64, Err
             0
         },
     )?;
-    if REWRITE {
-        // SAFETY: The caller guarantees the module is relocated and stays mapped.
-        if let Err(e) = unsafe { rewrite_dtpmod(&g, m, id) } {
-            let _ = context::unregister_locked(&g, id);
-            return Err(e);
+    if let Some(e) = entries {
+        // SAFETY: The caller guarantees the module is relocated, mapped and idle.
+        match unsafe { rewrite(&g, m, id, e, host) } {
+            Ok((addr, len)) => {
+                entry.idx_addr.store(addr, Relaxed);
+                entry.idx_len.store(len, Relaxed);
+            }
+            Err(e) => {
+                let _ = context::unregister_locked(&g, id);
+                return Err(e);
+            }
         }
     }
-    SELF_BASE[slot].store(m.base, Relaxed);
-    SELF_ID[slot].store(id, Relaxed);
+    entry.base.store(m.base, Relaxed);
+    entry.id.store(id, Relaxed);
+    drop(g);
+    if let Some(h) = host {
+        carry_over(h, id, tls.p_memsz);
+    }
     Ok(id)
 }
 
-/// Unregisters the module `register_located` registered as `id`; `EINVAL` when there is none
+/// Points the module's DTPMOD64 slots and own TLS descriptors at kstls (`id`); returns the
+/// mapping of the descriptors' indexes (address, length; 0, 0 for none).
+///
+/// # Safety
+///
+/// As for `register_module`.
+unsafe fn rewrite(
+    g: &Guard,
+    m: &Module,
+    id: u64,
+    entries: Entries,
+    host: Option<usize>,
+) -> Result<(usize, usize), Errno> {
+    // SAFETY: Forwarded from the caller.
+    unsafe { rewrite_dtpmod(g, m, id) }?;
+    #[cfg(feature = "capi")]
+    {
+        // SAFETY: Forwarded from the caller.
+        let idx = unsafe { tlsdesc::rewrite(m, id, entries.tlsdesc, host) }?;
+        Ok(idx.to_raw())
+    }
+    #[cfg(not(feature = "capi"))]
+    {
+        let _ = (entries, host);
+        Ok((0, 0))
+    }
+}
+
+/// The calling thread's host block of `m` (the address of offset 0 of its TLS in the host's
+/// scheme): from its TLS descriptors (`tlsdesc::host_block`), else from the host's id of it in
+/// its DTPMOD64 slots, asked of the host's own `__tls_get_addr`. `None` when neither tells (no
+/// slot of its own, no host, or a module registered before whose slots are kstls's already).
+///
+/// # Safety
+///
+/// `m` is relocated and stays mapped.
+#[cfg(feature = "capi")]
+unsafe fn host_block(m: &Module, entries: Entries) -> Option<usize> {
+    // SAFETY: Forwarded from the caller.
+    if let Some(b) = unsafe { tlsdesc::host_block(m, entries.tlsdesc) } {
+        return Some(b);
+    }
+    let id = host_id(m).filter(|&id| id != 0 && id < crate::uapi::KSTLS_MODULE_ID_MIN)?;
+    type TlsGetAddr = unsafe extern "C" fn(*const crate::uapi::kstls_tls_index) -> usize;
+    // SAFETY: The interpreter's exported `__tls_get_addr`, a function of this signature.
+    let tga = unsafe { core::mem::transmute::<usize, TlsGetAddr>(host::find_tls_get_addr()?) };
+    let ti = crate::uapi::kstls_tls_index {
+        module: id,
+        offset: 0,
+    };
+    // SAFETY: The host's `__tls_get_addr`, with the host's id of a module it loaded.
+    Some(unsafe { tga(&ti) })
+}
+
+#[cfg(not(feature = "capi"))]
+unsafe fn host_block(_m: &Module, _entries: Entries) -> Option<usize> {
+    None
+}
+
+/// Starts the calling thread's kstls block of `id` as a copy of the `memsz` bytes of its host
+/// block at `host`. Best effort: without memory for the block now, its first access later
+/// reports that.
+fn carry_over(host: usize, id: u64, memsz: u64) {
+    let Ok(block) = context::tls_addr(id, 0) else {
+        return;
+    };
+    for i in 0..memsz as usize {
+        // SAFETY: Both blocks are `memsz` bytes of this thread's, mapped; volatile accesses so
+        // that the loop does not become a call to `memcpy`, a libc symbol.
+        unsafe {
+            let b = ((host + i) as *const u8).read_volatile();
+            ((block as usize + i) as *mut u8).write_volatile(b);
+        }
+    }
+}
+
+/// Unregisters the module of `entry` and frees the entry: its descriptors are pointed away from
+/// their indexes first, which are freed.
+fn unregister_entry(g: &Guard, entry: &Registered) -> Result<(), Errno> {
+    let base = entry.base.swap(0, Relaxed);
+    let id = entry.id.swap(0, Relaxed);
+    let addr = entry.idx_addr.swap(0, Relaxed);
+    let len = entry.idx_len.swap(0, Relaxed);
+    #[cfg(feature = "capi")]
+    if len != 0 {
+        // SAFETY: A registered module is mapped until its destructors have run, which is when
+        // this runs at the latest.
+        if let Some(m) = unsafe { Module::at(base) } {
+            // SAFETY: `idx` is what `rewrite` made of this module.
+            let _ = unsafe { tlsdesc::retire(&m, Indexes::from_raw(addr, len)) };
+        }
+    }
+    let _ = (base, addr, len);
+    context::unregister_locked(g, id)
+}
+
+/// Unregisters the module `register_module` registered as `id`; `EINVAL` when there is none
 /// (never registered, or unregistered already).
 pub(crate) fn unregister_id(id: u64) -> Result<(), Errno> {
     let g = lock::lock();
-    let i = (0..MAX_SELF)
-        .find(|&i| SELF_BASE[i].load(Relaxed) != 0 && SELF_ID[i].load(Relaxed) == id)
+    let e = TABLE
+        .iter()
+        .find(|e| e.base.load(Relaxed) != 0 && e.id.load(Relaxed) == id)
         .ok_or(Errno::INVAL)?;
-    SELF_BASE[i].store(0, Relaxed);
-    SELF_ID[i].store(0, Relaxed);
-    context::unregister_locked(&g, id)
+    unregister_entry(&g, e)
+}
+
+/// Unregisters the module whose ELF header is at `base`; `ENOENT` when it is not registered.
+#[cfg(feature = "capi")]
+pub(crate) fn unregister_module(base: usize) -> Result<(), Errno> {
+    let g = lock::lock();
+    let e = find(base).filter(|_| base != 0).ok_or(Errno::NOENT)?;
+    unregister_entry(&g, e)
 }
 
 /// Unregisters the module containing `addr` (before `dlclose` unmaps it).
@@ -133,12 +296,7 @@ pub(crate) fn unregister_id(id: u64) -> Result<(), Errno> {
 #[cfg(feature = "capi")]
 pub(crate) unsafe fn unregister_self(addr: usize) -> Result<(), Errno> {
     let m = Module::containing(addr).ok_or(Errno::NOEXEC)?;
-    let g = lock::lock();
-    let i = find(m.base).ok_or(Errno::NOENT)?;
-    let id = SELF_ID[i].load(Relaxed);
-    SELF_BASE[i].store(0, Relaxed);
-    SELF_ID[i].store(0, Relaxed);
-    context::unregister_locked(&g, id)
+    unregister_module(m.base)
 }
 
 /// The host's id for this module: the slot of a DTPMOD64 relocation against symbol 0 (always
@@ -146,12 +304,9 @@ pub(crate) unsafe fn unregister_self(addr: usize) -> Result<(), Errno> {
 /// defines. `None`: the module has no DTPMOD64 relocation of its own.
 fn host_id(m: &Module) -> Option<u64> {
     let mut seen: [(u64, u32); 8] = [(0, 0); 8];
-    for rel in m.relas().iter().flat_map(|t| t.iter()) {
-        if rel.r_info as u32 != R_X86_64_DTPMOD64 {
-            continue;
-        }
+    for rel in m.relocs(R_X86_64_DTPMOD64) {
         // SAFETY: The dynamic linker wrote this slot; it lies in the module's data.
-        let v = unsafe { *(m.bias.wrapping_add(rel.r_offset as usize) as *const u64) };
+        let v = unsafe { *(m.slot(rel) as *const u64) };
         let sym = (rel.r_info >> 32) as usize;
         if sym == 0 {
             return Some(v);
@@ -181,51 +336,27 @@ unsafe fn rewrite_dtpmod(_g: &Guard, m: &Module, id: u64) -> Result<(), Errno> {
     };
     // A host id at or above KSTLS_MODULE_ID_MIN is a kstls id left from an earlier
     // registration of this module (unregistered since, the module not unloaded): replaced too.
-    // The RELRO range the dynamic linker made read-only: whole pages only (glibc and musl
-    // round both ends down).
-    let relro = m.phdr(PT_GNU_RELRO).map(|r| {
-        let start = m.bias.wrapping_add(r.p_vaddr as usize) & !(PAGE - 1);
-        let end = m.bias.wrapping_add((r.p_vaddr + r.p_memsz) as usize) & !(PAGE - 1);
-        (start, end)
-    });
-    let slots = || {
-        m.relas()
-            .into_iter()
-            .flat_map(|t| t.iter())
-            .filter_map(|rel| {
-                (rel.r_info as u32 == R_X86_64_DTPMOD64)
-                    .then(|| m.bias.wrapping_add(rel.r_offset as usize) as *mut u64)
-            })
-    };
-    let in_relro = |p: *mut u64| relro.is_some_and(|(s, e)| s <= p as usize && (p as usize) < e);
-    let protect = |flags| -> Result<(), Errno> {
-        match relro {
-            // SAFETY: The module's own RELRO pages; only their protection changes.
-            Some((s, e)) if e > s => unsafe { rustix::mm::mprotect(s as *mut _, e - s, flags) },
-            _ => Ok(()),
-        }
-    };
-    let need = slots().any(in_relro);
-    if need {
-        protect(MprotectFlags::READ | MprotectFlags::WRITE)?;
-    }
-    for p in slots() {
-        // SAFETY: A GOT slot of the module, writable now.
-        unsafe {
-            if *p == host {
-                p.write_volatile(id);
+    let slots = m.relocs(R_X86_64_DTPMOD64).map(|r| m.slot(r) as *mut u64);
+    let write = || {
+        for p in slots.clone() {
+            // SAFETY: A GOT slot of the module, writable now.
+            unsafe {
+                if p.read() == host {
+                    p.write_volatile(id);
+                }
             }
         }
-    }
-    if need {
-        protect(MprotectFlags::READ)?;
-    }
-    Ok(())
+    };
+    // SAFETY: The caller guarantees the module is relocated, mapped and idle.
+    unsafe { m.with_slots_writable(slots.clone().map(|p| p as usize), write) }
 }
 
 #[cfg(test)]
 mod tests {
+    use rustix::mm::MprotectFlags;
+
     use super::*;
+    use crate::arch::PAGE;
     use crate::elf::synth::def;
     use crate::elf::synth::undef;
     use crate::elf::synth::Builder;
@@ -233,6 +364,7 @@ mod tests {
     use crate::elf::synth::Hash;
     use crate::elf::DT_RELA;
     use crate::elf::DT_RELASZ;
+    use crate::elf::PT_GNU_RELRO;
 
     const DTPOFF64: u64 = 17;
 
