@@ -75,7 +75,7 @@ check "the udev rule gives /dev/kstls mode 0666" udev_rule
 
 export PKG_CONFIG_PATH="$dest$prefix/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$dest"
 pc_flags() {
-	local got want="-I$dest$prefix/include -L$dest$prefix/lib -lkstls"
+	local got want="-I$dest$prefix/include -L$dest$prefix/lib -Wl,-u,kstls_register_self -l:libkstls.a"
 	got=$(pkg-config --cflags --libs kstls)
 	[[ $(echo $got) == "$want" ]] || { echo "pkg-config says '$got', want '$want'"; return 1; }
 }
@@ -84,7 +84,7 @@ check "pkg-config --cflags --libs kstls points into the tree" pc_flags
 work=$dest/work
 mkdir -p "$work"
 cat >"$work/prog.c" <<'EOF'
-/* Built from the installed tree only: kstls.h, <linux/kstls.h>, -lkstls. */
+/* Built from the installed tree only: kstls.h, <linux/kstls.h>, libkstls. */
 #include <errno.h>
 #include <stdio.h>
 #include <kstls.h>
@@ -99,36 +99,45 @@ int main(void)
 	return r == -ENOENT && kstls_get_tls_addr(KSTLS_MODULE_ID_MIN, 0) == NULL ? 0 : 1;
 }
 EOF
+# An object changed in nothing: kstls.pc's Libs alone put libkstls.a in, with its constructor.
 cat >"$work/obj.c" <<'EOF'
-#include <kstls.h>
 static __thread int counter = 42;
-__attribute__((constructor)) static void init(void) { KSTLS_REGISTER_SELF(NULL); }
-__attribute__((destructor)) static void fini(void) { KSTLS_UNREGISTER_SELF(); }
 int next(void) { return counter++; }
 EOF
 build_and_run() {
 	# shellcheck disable=SC2046 # pkg-config's words are meant to split
-	gcc -Wall -Werror -o "$work/prog" "$work/prog.c" $(pkg-config --cflags --libs kstls) \
-		-Wl,-rpath,"$dest$prefix/lib"
+	gcc -Wall -Werror -o "$work/prog" "$work/prog.c" $(pkg-config --cflags --libs kstls)
 	local libs
 	libs=$(ldd "$work/prog")
-	grep -q "$dest$prefix/lib/libkstls.so" <<<"$libs" || { echo "$libs"; return 1; }
+	if grep -q libkstls <<<"$libs"; then echo "$libs"; return 1; fi
 	"$work/prog"
 }
-check "a program built with pkg-config links libkstls.so and runs (no device: -ENOENT)" build_and_run
+check "a program built with pkg-config links libkstls.a privately and runs (no device: -ENOENT)" \
+	build_and_run
+shared_lib() {
+	gcc -Wall -Werror -o "$work/prog-so" "$work/prog.c" -I"$dest$prefix/include" \
+		-L"$dest$prefix/lib" -lkstls -Wl,-rpath,"$dest$prefix/lib"
+	local libs
+	libs=$(ldd "$work/prog-so")
+	grep -q "$dest$prefix/lib/libkstls.so" <<<"$libs" || { echo "$libs"; return 1; }
+	"$work/prog-so"
+}
+check "a program linked with -lkstls uses libkstls.so and runs (no device: -ENOENT)" shared_lib
 private_copy() {
 	# shellcheck disable=SC2046
-	gcc -Wall -Werror -fPIC -shared -Wl,-Bsymbolic -o "$work/libobj.so" "$work/obj.c" \
-		$(pkg-config --cflags kstls) "$(pkg-config --variable=libdir kstls)/libkstls.a"
+	gcc -Wall -Werror -fPIC -shared -o "$work/libobj.so" "$work/obj.c" \
+		$(pkg-config --cflags --libs kstls)
 	# The archive's symbols stay private: the object exports none of libkstls's.
 	if nm -D --defined-only "$work/libobj.so" | grep -E ' (__tls_get_addr|kstls_)'; then
 		return 1
 	fi
 	local syms
 	syms=$(nm "$work/libobj.so")
-	grep -q ' t __tls_get_addr$' <<<"$syms"
+	grep -q ' t __tls_get_addr$' <<<"$syms" && grep -q ' t kstls_tlsdesc$' <<<"$syms" &&
+		readelf -SW "$work/libobj.so" | grep -q ' \.init_array '
 }
-check "a shared object links a private copy of libkstls.a (nothing of it exported)" private_copy
+check "pkg-config's Libs put a private copy of libkstls.a in an unchanged object (nothing exported)" \
+	private_copy
 
 render() {
 	local page=$1 out warn

@@ -48,10 +48,10 @@
 //! | then | `context.rs` (the `/dev/kstls` fd, fork adoption, the ioctls) |
 //! | then | `tlsdesc.rs` (a module's TLS descriptors: which are its own, the host's block they tell of, their rewrite) |
 //! | then | `host.rs` (finding the host dynamic linker's `__tls_get_addr`); `selfreg.rs` (registering a module: its `PT_TLS`, the `ti_module` and descriptor rewrite, the earlier writes carried over) |
-//! | top | `api.rs` (the Rust API); `capi.rs` (the C shims and the panic handler); `entry.rs` (the assembly `__tls_get_addr` and TLS descriptor resolver, their slow path, host forwarding); `exports.rs` (the public symbols hidden in `libkstls.a`) |
+//! | top | `api.rs` (the Rust API); `capi.rs` (the C shims and the panic handler); `entry.rs` (the assembly `__tls_get_addr` and TLS descriptor resolver, their slow path, host forwarding); `exports.rs` (the public symbols hidden in `libkstls.a`); `ctor.rs` (the constructor and destructor of `libkstls.a` that register the module it is linked into) |
 //!
-//! `capi.rs`, `entry.rs`, `die.rs`, `host.rs`, `tlsdesc.rs` and `exports.rs` exist only in the
-//! C library.
+//! `capi.rs`, `entry.rs`, `die.rs`, `host.rs` and `tlsdesc.rs` exist only in the C library,
+//! `exports.rs` and `ctor.rs` only in its archive, `libkstls.a`.
 //! Every system call is a raw one (rustix's linux_raw backend, plus the few rustix lacks in
 //! `arch.rs`). Host-side unit tests (`make -C userspace-lib unit-test`) sit at the bottom of the
 //! file under test and build the crate with `std`.
@@ -64,6 +64,8 @@ mod cache;
 #[cfg(feature = "capi")]
 mod capi;
 mod context;
+#[cfg(feature = "archive")]
+mod ctor;
 #[cfg(any(feature = "capi", test))]
 mod die;
 mod elf;

@@ -3,7 +3,8 @@
 //! Registration of a loaded module: its own `PT_TLS` registered with kstls, and the slots
 //! through which its compiled code reaches its TLS pointed at kstls, without asking the dynamic
 //! linker that loaded it. `register_module` does it for any relocated module; `register_self`
-//! for the one containing an address.
+//! for the one containing an address, `register_linked` for the one a copy of `libkstls.a` is
+//! linked into (from that copy's constructor, `ctor.rs`).
 //!
 //! The compiler's general- and local-dynamic sequences pass `__tls_get_addr` a GOT pair
 //! `{module, offset}`. The offset (`R_X86_64_DTPOFF64`, or a link-time constant) is relative to
@@ -110,14 +111,31 @@ pub(crate) unsafe fn register_self(addr: usize, entries: Entries) -> Result<u64,
     unsafe { register_module(&m, tls, Some(entries)) }
 }
 
+/// Registers the module `m` that a copy of `libkstls.a` is linked into, from that copy's
+/// constructor (see `ctor.rs`): only when the module reaches its TLS through the host's dynamic
+/// linker, i.e. has DTPMOD64 or TLSDESC slots, which the registration then redirects to
+/// `entries`. A module without TLS, or whose own TLS is all initial- or local-exec (an
+/// executable), stays as it is: `None`.
+///
+/// # Safety
+///
+/// As for `register_self`.
+#[cfg(feature = "archive")]
+pub(crate) unsafe fn register_linked(m: &Module, entries: Entries) -> Option<Result<u64, Errno>> {
+    let tls = m.phdr(PT_TLS)?;
+    let dynamic = m.relocs(R_X86_64_DTPMOD64).next().is_some() || tlsdesc::any(m);
+    // SAFETY: Forwarded from the caller.
+    dynamic.then(|| unsafe { register_module(m, tls, Some(entries)) })
+}
+
 /// Registers the module `m`, whose `PT_TLS` is `tls` (as `locate` found them), and, given this
 /// copy's `entries`, redirects its TLS to kstls: its DTPMOD64 slots hold the kstls id and its TLS
 /// descriptors call kstls's resolver (`rewrite`), and the calling thread's new block starts as a
 /// copy of what its host block of the module holds now (`carry_over`), so that writes made
-/// before (by the module's own code run earlier, or another module's constructor) survive. Returns the kstls id, the
-/// same one again for a module registered already. Errors past `locate`'s come from
-/// `/dev/kstls` (opening it, `KSTLS_IOC_REGISTER`), `ENOSPC` when this copy already has
-/// `MAX_SELF` modules, `mmap` or `mprotect`.
+/// before (by the module's own code run earlier, or another module's constructor) survive.
+/// Returns the kstls id, the same one again for a module registered already. Errors past
+/// `locate`'s come from `/dev/kstls` (opening it, `KSTLS_IOC_REGISTER`), `ENOSPC` when this copy
+/// already has `MAX_SELF` modules, `mmap` or `mprotect`.
 ///
 /// Not tied to the calling module: any module mapped and relocated by the host's dynamic linker
 /// qualifies (a loader's audit hook, say, after relocation).

@@ -78,6 +78,12 @@ fn descriptor(m: &Module, r: &Rela) -> *mut [usize; 2] {
     m.slot(r) as *mut [usize; 2]
 }
 
+/// Whether `m` has TLS descriptors at all.
+#[cfg(feature = "archive")]
+pub(crate) fn any(m: &Module) -> bool {
+    m.relocs(R_X86_64_TLSDESC).next().is_some()
+}
+
 /// Calls the descriptor at `d` the way compiled code does; returns the variable's address.
 ///
 /// # Safety
