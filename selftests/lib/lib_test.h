@@ -1,16 +1,19 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * lib_test.h - helpers of the libkstls selftests (glibc and musl programs): run a TLS module's
- * checks on 8 threads at once, read the kernel's counters, find the test's shared objects.
+ * checks on 8 threads at once, read the kernel's counters (KSTLS_IOC_STATS and
+ * /proc/self/fdinfo), find the test's shared objects.
  */
 #ifndef LIB_TEST_H
 #define LIB_TEST_H
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -18,6 +21,15 @@
 #include <kstls.h>
 
 #define NTHREADS 8
+
+/* Where the Makefile put this build's objects, relative to the test program, and the TLS
+ * dialect they were compiled with (the test matrix). */
+#ifndef TLS_LIBDIR
+#define TLS_LIBDIR "lib/"
+#endif
+#ifndef TLS_DIALECT
+#define TLS_DIALECT "gnu"
+#endif
 
 /* The functions a test module exports (tlsobj.h, twolibc.c, the Rust cdylib). */
 struct tls_ops {
@@ -118,7 +130,68 @@ static inline int tls_info(int fd, struct kstls_info *info)
 	return ioctl(fd, KSTLS_IOC_INFO, info) ? -errno : 0;
 }
 
-/* @name in the directory of the running test binary's lib/ (where the Makefile puts them). */
+/* The kernel's counters of @module as /proc/self/fdinfo/@fd shows them (its "module:" line);
+ * @module 0: the sum over the context's modules, *nmodules their number. 0, or -1 when no line
+ * matched. */
+static inline int tls_fdinfo(int fd, uint64_t module, unsigned long long *lookups,
+			     unsigned long long *allocs, int *nmodules)
+{
+	char path[64], line[512];
+	int found = 0;
+	FILE *f;
+
+	*lookups = *allocs = 0;
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long id, l, a;
+		char *p, *q;
+
+		if (sscanf(line, "module:\t%llx", &id) != 1 || (module && id != module))
+			continue;
+		p = strstr(line, " lookups=");
+		q = strstr(line, " allocs=");
+		if (!p || !q || sscanf(p, " lookups=%llu", &l) != 1 || sscanf(q, " allocs=%llu", &a) != 1)
+			continue;
+		*lookups += l;
+		*allocs += a;
+		found++;
+	}
+	fclose(f);
+	if (nmodules)
+		*nmodules = found;
+	return found ? 0 : -1;
+}
+
+/* The fds of this process open on /dev/kstls (each private copy of libkstls has its own), in
+ * @fds; their number. */
+static inline int tls_kstls_fds(int *fds, int max)
+{
+	struct dirent *e;
+	int n = 0;
+	DIR *d = opendir("/proc/self/fd");
+
+	while (d && (e = readdir(d)) && n < max) {
+		char path[300], target[64];
+		ssize_t len;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		len = readlink(path, target, sizeof(target) - 1);
+		if (len <= 0)
+			continue;
+		target[len] = 0;
+		if (!strcmp(target, KSTLS_DEVICE_PATH))
+			fds[n++] = atoi(e->d_name);
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* @name in the directory of the running test binary's TLS_LIBDIR (where the Makefile puts
+ * this dialect's objects). */
 static inline const char *tls_lib_path(const char *name)
 {
 	static char path[PATH_MAX];
@@ -131,7 +204,7 @@ static inline const char *tls_lib_path(const char *name)
 	slash = strrchr(path, '/');
 	if (!slash)
 		return name;
-	snprintf(slash + 1, sizeof(path) - (slash + 1 - path), "lib/%s", name);
+	snprintf(slash + 1, sizeof(path) - (slash + 1 - path), TLS_LIBDIR "%s", name);
 	return path;
 }
 
@@ -178,6 +251,7 @@ static inline int tls_ops_from(void *h, const char *prefix, struct tls_ops *ops,
 static inline int tls_check_module(void *h, const char *prefix, int naddr, unsigned long align,
 				   char *why, size_t len)
 {
+	unsigned long long fi_lookups, fi_allocs;
 	struct kstls_stats before, after;
 	int (*registered)(uint64_t *);
 	int (*kfd)(void);
@@ -206,8 +280,13 @@ static inline int tls_check_module(void *h, const char *prefix, int naddr, unsig
 	ops.set(5);
 	if (ops.check(5))
 		return snprintf(why, len, "main thread values"), __LINE__;
-	snprintf(why, len, "module %#llx: %llu lookups, %llu allocs", (unsigned long long)id,
-		 (unsigned long long)after.lookups, (unsigned long long)after.allocs);
+	if (tls_fdinfo(fd, id, &fi_lookups, &fi_allocs, NULL) || fi_allocs < after.allocs ||
+	    fi_lookups < fi_allocs)
+		return snprintf(why, len, "fdinfo of module %#llx: %llu lookups, %llu allocs",
+				(unsigned long long)id, fi_lookups, fi_allocs), __LINE__;
+	snprintf(why, len, "%s: module %#llx: %llu lookups, %llu allocs (fdinfo %llu, %llu)",
+		 TLS_DIALECT, (unsigned long long)id, (unsigned long long)after.lookups,
+		 (unsigned long long)after.allocs, fi_lookups, fi_allocs);
 	return 0;
 }
 

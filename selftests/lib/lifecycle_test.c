@@ -8,7 +8,9 @@
  * or thread inside a signal handler, access after fork in the child (the forking thread's
  * values, the parent unaffected), threads on a dead thread's thread pointer answered by the
  * kernel first and then by libkstls's fast path, a module id of the host forwarded to glibc's own
- * __tls_get_addr, and a forged kstls id ending the process loudly instead of returning garbage.
+ * __tls_get_addr, a forged kstls id ending the process loudly instead of returning garbage, and
+ * a module registered after it was used: the registering thread's earlier writes carry over,
+ * another thread's do not (it starts from the image). Built for both TLS dialects.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -337,6 +339,71 @@ TEST(host_module_id_forwarded_to_glibc)
 	ASSERT_EQ(0, pthread_create(&t, NULL, host_var_thread, addr));
 	ASSERT_EQ(0, pthread_join(t, &r));
 	ASSERT_NE(NULL, r);
+	dlclose(h);
+}
+
+struct late_job {
+	struct tls_ops *ops;
+	pthread_barrier_t *b;
+	int before, after_fresh;
+};
+
+static void *late_thread(void *arg)
+{
+	struct late_job *j = arg;
+
+	j->ops->set(88);
+	j->before = j->ops->check(88);
+	pthread_barrier_wait(j->b);	/* the main thread registers the module */
+	pthread_barrier_wait(j->b);
+	j->after_fresh = j->ops->check_fresh();
+	return NULL;
+}
+
+/*
+ * A module used before it is registered (libtlsobj_late.so links libkstls.so, which registers
+ * nobody by itself; the program asks it to register later): the registering thread's block
+ * starts as a copy of its host block, so its writes stay; a thread that wrote before the
+ * registration finds a fresh kstls block afterwards, its earlier writes left in the host's.
+ */
+TEST(earlier_writes_carry_over)
+{
+	struct tls_ops ops = { .naddr = 4 };
+	struct kstls_stats st;
+	struct late_job j = { .ops = &ops };
+	int (*reg)(void), (*registered)(uint64_t *);
+	pthread_barrier_t b;
+	void *host_addr;
+	uint64_t id;
+	pthread_t t;
+	void *h = dlopen(tls_lib_path("libtlsobj_late.so"), RTLD_NOW | RTLD_LOCAL);
+
+	ASSERT_EQ(0, keep_context());
+	ASSERT_NE(NULL, h) TH_LOG("dlopen: %s", dlerror());
+	ASSERT_EQ(0, tls_ops_dlsym(h, "tlsobj_", &ops));
+	*(void **)&reg = dlsym(h, "tlsobj_register_now");
+	*(void **)&registered = dlsym(h, "tlsobj_registered");
+	ASSERT_TRUE(reg && registered);
+	ASSERT_NE(0, registered(NULL)) TH_LOG("registered by linking alone");
+	ops.set(77);
+	host_addr = ops.addr(0);
+	pthread_barrier_init(&b, NULL, 2);
+	j.b = &b;
+	ASSERT_EQ(0, pthread_create(&t, NULL, late_thread, &j));
+	pthread_barrier_wait(&b);
+	ASSERT_EQ(0, reg());
+	ASSERT_EQ(0, registered(&id));
+	pthread_barrier_wait(&b);
+	ASSERT_EQ(0, pthread_join(t, NULL));
+	pthread_barrier_destroy(&b);
+	EXPECT_NE(host_addr, ops.addr(0)) TH_LOG("still the host's block");
+	EXPECT_EQ(0, ops.check(77)) TH_LOG("the registering thread's writes are gone");
+	EXPECT_EQ(0, j.before);
+	EXPECT_EQ(0, j.after_fresh) TH_LOG("the other thread's block is not fresh");
+	ASSERT_EQ(0, tls_stats(kstls_fd(), id, &st));
+	EXPECT_EQ(2, st.allocs);
+	ksft_print_msg("%s: registered late, module %#llx: the registering thread kept 77, the other thread starts fresh\n",
+		       TLS_DIALECT, (unsigned long long)id);
 	dlclose(h);
 }
 

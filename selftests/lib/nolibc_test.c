@@ -5,12 +5,19 @@
  * threads made by raw clone(). Each thread gets a thread control block whose first word points
  * to itself (the x86-64 psABI self-pointer, CLONE_SETTLS), as the library's fast path expects.
  *
+ * It is also a loader that fills TLS descriptors itself: descriptors { kstls_tlsdesc, &tls_index }
+ * called with every register holding a pattern (clobber_call, clobber.h) on a thread's first
+ * touch, on a hit, on a miss (strict mode) and on a hit found by probing (threads sharing a home
+ * slot), which must return the right offset and leave every other register as it was.
+ *
  * The kselftest harness needs a libc, so this prints TAP itself.
  */
 #include <linux/futex.h>
 #include <linux/sched.h>
 
 #include <kstls.h>
+
+#include "clobber.h"
 
 #define NTHREADS 8
 #define STACK_SIZE (64 * 1024)
@@ -125,6 +132,32 @@ static long spawn(int (*fn)(void *), void *arg, char *stack_top, void *tls, vola
 	return ret;
 }
 
+static int vec_level;
+
+/*
+ * A TLS descriptor call for (@module, @offset) through a descriptor filled by hand, with every
+ * register holding a pattern: 0 when it returned the address @expect (or, @expect NULL, any
+ * address, given in *@got) and kept every other register.
+ */
+static int desc_call(uint64_t module, uint64_t offset, char *expect, char **got)
+{
+	static const struct clobber_regs zero_regs;
+	struct kstls_tls_index ti = { .module = module, .offset = offset };
+	void *desc[2] = { (void *)kstls_tlsdesc, &ti };
+	struct clobber_regs in = zero_regs, out = zero_regs;
+	unsigned long tp;
+	int which;
+
+	clobber_fill(&in, (unsigned int)offset + 3);
+	clobber_call(&in, &out, vec_level, desc);
+	__asm__ volatile("mov %%fs:0, %0" : "=r"(tp));
+	if (got)
+		*got = (char *)(tp + out.gpr[0]);
+	if (clobber_compare(&in, &out, vec_level, &which))
+		return 1;
+	return expect && (char *)(tp + out.gpr[0]) != expect ? 2 : 0;
+}
+
 static int all_zero(const char *p, int n)
 {
 	for (int i = 0; i < n; i++)
@@ -137,12 +170,17 @@ static int thread_main(void *arg)
 {
 	struct job *j = arg;
 	struct kstls_tls_index ti = { .module = id_a, .offset = 0 };
+	char *first;
+	/* The thread's first touch of module A: through a descriptor, the resolver's slow path. */
+	int bad = desc_call(id_a, 5, NULL, &first);
 	char *a = kstls_get_tls_addr(id_a, 0);
 	char *a2 = __tls_get_addr(&ti);
 	char *b = kstls_get_tls_addr(id_b, 0);
 
 	j->a = a;
 	j->b = b;
+	if (bad || first != a + 5)
+		return j->result = 7;
 	if (!a || a != a2 || !b)
 		return j->result = 1;
 	if (memcmp(a, image_a, sizeof(image_a)) || !all_zero(a + 40, 88))
@@ -227,6 +265,9 @@ static int collide_main(void *arg)
 		if ((char *)__tls_get_addr(&ti) != a + k % 128)
 			__atomic_add_fetch(&collide_bad, 1, __ATOMIC_SEQ_CST);
 	}
+	/* The resolver too: all but one of these threads are found past their home slot. */
+	if (desc_call(id_a, 9, a + 9, NULL))
+		__atomic_add_fetch(&collide_bad, 1, __ATOMIC_SEQ_CST);
 	return 0;
 }
 
@@ -270,7 +311,10 @@ int main(void)
 	char msg[160];
 	int ok;
 
-	printf("TAP version 13\n1..12\n");
+	printf("TAP version 13\n1..14\n");
+	printf("# TLS dialect of this build: %s (a static program: its own accesses are local-exec)\n",
+	       TLS_DIALECT);
+	vec_level = clobber_level();
 	/* The main thread's thread pointer, as a libc would have set it up. */
 	tcbs[NTHREADS].self = &tcbs[NTHREADS];
 	raw_syscall6(158 /* arch_prctl */, ARCH_SET_FS, (long)&tcbs[NTHREADS], 0, 0, 0, 0);
@@ -304,7 +348,8 @@ int main(void)
 			if (jobs[k].a == jobs[i].a || jobs[k].b == jobs[i].b)
 				ok = 0;
 	}
-	tap(ok, "8 raw clone() threads: .tdata initialised, .tbss zero, own values, alignment 64 and 8 mod 32");
+	tap(ok, "8 raw clone() threads: .tdata initialised, .tbss zero, own values, alignment 64 and 8 mod 32; "
+	    "first touch through kstls_tlsdesc, every register kept");
 
 	ok = !stats(id_a, &st_a) && !stats(id_b, &st_b);
 	snprintf(msg, sizeof(msg), "# module A: %llu lookups %llu allocs; B: %llu lookups %llu allocs\n",
@@ -349,6 +394,26 @@ int main(void)
 	tap(kstls_get_tls_addr(id_a + 77, 0) == NULL && kstls_get_tls_addr(5, 0) == NULL,
 	    "kstls_get_tls_addr: NULL for an unknown id and a host id");
 
+	/* The main thread's block of A through a descriptor: a hit, then a miss in strict mode. */
+	stats(id_a, &st_a);
+	ok = !desc_call(id_a, 17, m + 17, NULL);
+	stats(id_a, &st_b);
+	printf("# TLS descriptor calls keep 15 GPRs, %s and MXCSR\n", clobber_level_name(vec_level));
+	tap(ok && (st_b.lookups == st_a.lookups || !(info.features & KSTLS_FEAT_CACHE) ||
+		   !wipeonfork_available()),
+	    "kstls_tlsdesc, hit: the offset from %fs:0, every other register kept");
+	{
+		struct kstls_mode strict = { .mode = KSTLS_MODE_STRICT }, normal = { .mode = 0 };
+
+		ok = !ioctl(kstls_fd(), KSTLS_IOC_SET_MODE, &strict);
+		stats(id_a, &st_a);
+		ok = ok && !desc_call(id_a, 33, m + 33, NULL);
+		stats(id_a, &st_b);
+		ok = ok && !ioctl(kstls_fd(), KSTLS_IOC_SET_MODE, &normal);
+		tap(ok && st_b.lookups == st_a.lookups + 1 && st_b.allocs == st_a.allocs,
+		    "kstls_tlsdesc, miss (strict mode): the kernel answers, every register kept");
+	}
+
 	if (!(info.features & KSTLS_FEAT_CACHE) || !info.cache_size || !wipeonfork_available()) {
 		skip("colliding thread pointers: no fast path here (see above)");
 	} else {
@@ -358,7 +423,8 @@ int main(void)
 		printf("# %d threads sharing home slot %u: 4000 accesses through __tls_get_addr cost %llu kernel lookups\n",
 		       NCOLLIDE, colliding[0] ? home_slot(colliding[0]) : 0, lookups);
 		tap(ok && lookups < 40,
-		    "threads whose thread pointers share a home slot: found by probing, own blocks");
+		    "threads whose thread pointers share a home slot: found by probing, own blocks, "
+		    "also by kstls_tlsdesc with every register kept");
 	}
 
 	ok = kstls_unregister(id_b) == 0 && !ioctl(kstls_fd(), KSTLS_IOC_INFO, &info) &&

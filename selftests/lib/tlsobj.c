@@ -5,8 +5,10 @@
  * glibc and a musl process), registering itself with kstls from its constructor.
  *
  * Built several ways by the Makefile: linked with libkstls.a privately (the default), or with
- * -lkstls (KSTLS_SHARED), with an extra TLS variable aligned to TLSOBJ_ALIGN, or without kstls
- * at all (TLSOBJ_NO_KSTLS, to show what a libc-free module's TLS does without it).
+ * -lkstls (KSTLS_SHARED), with an extra TLS variable aligned to TLSOBJ_ALIGN, registered only
+ * when the program asks (TLSOBJ_LATE_REGISTER, with -lkstls: libkstls.so registers nobody by
+ * itself), or without kstls at all (TLSOBJ_NO_KSTLS, to show what a libc-free module's TLS
+ * does without it).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -45,7 +47,13 @@ unsigned long *tlsobj_host_var_addr(void)
 static uint64_t module_id;
 static int reg_err = -1;
 
-#ifndef TLSOBJ_NO_KSTLS
+#ifdef TLSOBJ_LATE_REGISTER
+/* Registers the module now, after its TLS was used. */
+int tlsobj_register_now(void)
+{
+	return reg_err = KSTLS_REGISTER_SELF(&module_id);
+}
+#elif !defined(TLSOBJ_NO_KSTLS)
 __attribute__((constructor)) static void tlsobj_init(void)
 {
 #ifdef TLSOBJ_REGISTER_BY_ADDRESS
@@ -55,7 +63,9 @@ __attribute__((constructor)) static void tlsobj_init(void)
 	reg_err = KSTLS_REGISTER_SELF(&module_id);
 #endif
 }
+#endif
 
+#ifndef TLSOBJ_NO_KSTLS
 __attribute__((destructor)) static void tlsobj_fini(void)
 {
 	if (!reg_err)
