@@ -2,11 +2,12 @@
 
 //! The assembly entry points of the C library, the top of the crate (feature `capi` only): the
 //! exported `__tls_get_addr` and TLS descriptor resolver `kstls_tlsdesc`, their Rust slow path,
-//! and the forwarding of host module ids to the host's own `__tls_get_addr`. A Rust program that depends on the crate must keep the host's
-//! `__tls_get_addr`, so it gets none of this, not even a local symbol.
+//! and the forwarding of host module ids to the host's own `__tls_get_addr`. A Rust program
+//! that depends on the crate must keep the host's `__tls_get_addr`, so it gets none of this, not
+//! even a local symbol.
 //!
 //! Every entry does the cache lookup of `cache.rs` with the symbols and immediates that file
-//! defines (`EMPTY_CACHE`, `FAST`, `cache::ASM_*`), in its own `global_asm!` block, and falls
+//! defines (`EMPTY_CACHE`, `FAST`, `cache::ASM_*`), all in one `global_asm!` block, and falls
 //! back to a Rust function of this file with the stack aligned. Probing past the home slot is one
 //! routine, `kstls_probe`, which both entries call out of line.
 //!
@@ -44,6 +45,17 @@ use crate::uapi::kstls_tls_index;
 use crate::uapi::KSTLS_MODULE_ID_MIN;
 
 global_asm!(
+    // A push or pop with its call-frame information, for the entries below.
+    ".macro kstls_push reg",
+    "push \\reg",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_rel_offset \\reg, 0",
+    ".endm",
+    ".macro kstls_pop reg",
+    "pop \\reg",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore \\reg",
+    ".endm",
     ".text",
     ".globl __tls_get_addr",
     ".type __tls_get_addr, @function",
@@ -88,9 +100,7 @@ global_asm!(
     "jbe 9f",                           // 0: not looked up yet, 1: there is none
     "jmp *%rax",                        // the host's __tls_get_addr, same stack, same %rdi
     "9:",
-    "push %rbp",
-    ".cfi_adjust_cfa_offset 8",
-    ".cfi_rel_offset %rbp, 0",
+    "kstls_push %rbp",
     "mov %rsp, %rbp",
     ".cfi_def_cfa_register %rbp",
     "and $-16, %rsp",
@@ -135,35 +145,23 @@ global_asm!(
     "ret",
     ".cfi_endproc",
     ".size kstls_probe, . - kstls_probe",
-    empty = sym EMPTY_CACHE,
-    delta = sym FAST,
-    host = sym HOST_TLS_GET_ADDR,
-    slow = sym tls_get_addr_slow,
-    mul = const cache::ASM_HASH_MUL,
-    shift4 = const cache::ASM_HASH_SHIFT,
-    mask16 = const cache::ASM_SLOT_MASK,
-    slots = const cache::ASM_SLOTS,
-    probes1 = const cache::ASM_PROBES_AFTER_HOME,
-    options(att_syntax)
-);
-
-// The TLS descriptor resolver, `kstls_tlsdesc`: what a descriptor `{kstls_tlsdesc, &tls_index}`
-// calls. The TLSDESC convention (x86-64, `-mtls-dialect=gnu2`): the call site is
-// `lea x@tlsdesc(%rip), %rax; call *x@tlscall(%rax)`, so `%rax` points to the descriptor, whose
-// second word is here a `tls_index` holding a kstls id; the resolver returns in `%rax` the
-// variable's offset from the thread pointer (block + offset - tp) and preserves every other
-// register, vector state included; only the flags may change. It assumes nothing of the stack's
-// alignment (the compiler's call site keeps none), and GCC keeps no red zone in functions that
-// make such calls, so pushing is free.
-//
-// The hit path is the lookup of `__tls_get_addr` with three registers pushed (the thread pointer
-// is read from `%fs:0` where it is needed rather than kept in one). A miss saves the four more
-// that `kstls_probe` uses and probes the next slots; the slow path (a first touch, strict mode,
-// a thread without a slot) saves the last caller-saved register and the whole extended state
-// with `xsave` (64-byte-aligned area of the size CPUID leaf 0xD gives; `fxsave` without XSAVE),
-// since the Rust slow path may use any vector register, and calls it with the stack aligned.
-global_asm!(
-    ".text",
+    "",
+    // The TLS descriptor resolver, `kstls_tlsdesc`: what a descriptor `{kstls_tlsdesc, &tls_index}`
+    // calls. The TLSDESC convention (x86-64, `-mtls-dialect=gnu2`): the call site is `lea
+    // x@tlsdesc(%rip), %rax; call *x@tlscall(%rax)`, so `%rax` points to the descriptor, whose
+    // second word is here a `tls_index` holding a kstls id; the resolver returns in `%rax` the
+    // variable's offset from the thread pointer (block + offset - tp) and preserves every other
+    // register, vector state included; only the flags may change. It assumes nothing of the stack's
+    // alignment (the compiler's call site keeps none), and GCC keeps no red zone in functions that
+    // make such calls, so pushing is free.
+    //
+    // The hit path is the lookup of `__tls_get_addr` with three registers pushed (the thread
+    // pointer is read from `%fs:0` where it is needed rather than kept in one). A miss saves the
+    // four more that `kstls_probe` uses and probes the next slots; the slow path (a first touch,
+    // strict mode, a thread without a slot) saves the last caller-saved register and the whole
+    // extended state with `xsave` (64-byte-aligned area of the size CPUID leaf 0xD gives; `fxsave`
+    // without XSAVE), since the Rust slow path may use any vector register, and calls it with the
+    // stack aligned.
     ".globl kstls_tlsdesc",
     ".type kstls_tlsdesc, @function",
     ".p2align 4",
@@ -171,15 +169,9 @@ global_asm!(
     "kstls_tlsdesc_local:",             // a local alias, for `tlsdesc_entry`
     ".cfi_startproc",
     "mov 8(%rax), %rax",                // rax = the descriptor's tls_index
-    "push %rcx",
-    ".cfi_adjust_cfa_offset 8",
-    ".cfi_rel_offset %rcx, 0",
-    "push %rdx",
-    ".cfi_adjust_cfa_offset 8",
-    ".cfi_rel_offset %rdx, 0",
-    "push %rsi",
-    ".cfi_adjust_cfa_offset 8",
-    ".cfi_rel_offset %rsi, 0",
+    "kstls_push %rcx",
+    "kstls_push %rdx",
+    "kstls_push %rsi",
     "lea {empty}(%rip), %rcx",
     "add {delta}(%rip), %rcx",          // rcx = the cache (EMPTY_CACHE while there is none)
     "movabs ${mul}, %rdx",
@@ -203,30 +195,17 @@ global_asm!(
     "sub %fs:0, %rax",                  // block + offset - tp
     ".Lkstls_tlsdesc_ret:",
     ".cfi_remember_state",
-    "pop %rsi",
-    ".cfi_adjust_cfa_offset -8",
-    ".cfi_restore %rsi",
-    "pop %rdx",
-    ".cfi_adjust_cfa_offset -8",
-    ".cfi_restore %rdx",
-    "pop %rcx",
-    ".cfi_adjust_cfa_offset -8",
-    ".cfi_restore %rcx",
+    "kstls_pop %rsi",
+    "kstls_pop %rdx",
+    "kstls_pop %rcx",
     "ret",
     ".cfi_restore_state",
+    ".cfi_def_cfa_offset 32",           // restore_state leaves gas's own count behind
     ".Lkstls_tlsdesc_miss:",            // rax = &tls_index; rcx, rdx, rsi saved
-    "push %rdi",
-    ".cfi_adjust_cfa_offset 8",
-    ".cfi_rel_offset %rdi, 0",
-    "push %r8",
-    ".cfi_adjust_cfa_offset 8",
-    ".cfi_rel_offset %r8, 0",
-    "push %r9",
-    ".cfi_adjust_cfa_offset 8",
-    ".cfi_rel_offset %r9, 0",
-    "push %r10",
-    ".cfi_adjust_cfa_offset 8",
-    ".cfi_rel_offset %r10, 0",
+    "kstls_push %rdi",
+    "kstls_push %r8",
+    "kstls_push %r9",
+    "kstls_push %r10",
     "mov %rax, %rdi",                   // kstls_probe's inputs
     "mov %fs:0, %rsi",
     "lea {empty}(%rip), %r8",
@@ -241,27 +220,16 @@ global_asm!(
     "sub %rsi, %rax",
     ".Lkstls_tlsdesc_pop:",
     ".cfi_remember_state",
-    "pop %r10",
-    ".cfi_adjust_cfa_offset -8",
-    ".cfi_restore %r10",
-    "pop %r9",
-    ".cfi_adjust_cfa_offset -8",
-    ".cfi_restore %r9",
-    "pop %r8",
-    ".cfi_adjust_cfa_offset -8",
-    ".cfi_restore %r8",
-    "pop %rdi",
-    ".cfi_adjust_cfa_offset -8",
-    ".cfi_restore %rdi",
+    "kstls_pop %r10",
+    "kstls_pop %r9",
+    "kstls_pop %r8",
+    "kstls_pop %rdi",
     "jmp .Lkstls_tlsdesc_ret",
     ".cfi_restore_state",
+    ".cfi_def_cfa_offset 64",
     ".Lkstls_tlsdesc_slow:",            // rdi = &tls_index
-    "push %r11",
-    ".cfi_adjust_cfa_offset 8",
-    ".cfi_rel_offset %r11, 0",
-    "push %rbp",
-    ".cfi_adjust_cfa_offset 8",
-    ".cfi_rel_offset %rbp, 0",
+    "kstls_push %r11",
+    "kstls_push %rbp",
     "mov %rsp, %rbp",
     ".cfi_def_cfa_register %rbp",
     "push %rbx",
@@ -306,9 +274,7 @@ global_asm!(
     "pop %rbp",
     ".cfi_def_cfa %rsp, 72",
     ".cfi_restore %rbp",
-    "pop %r11",
-    ".cfi_adjust_cfa_offset -8",
-    ".cfi_restore %r11",
+    "kstls_pop %r11",
     "jmp .Lkstls_tlsdesc_pop",
     ".cfi_endproc",
     ".size kstls_tlsdesc, . - kstls_tlsdesc",
@@ -325,15 +291,9 @@ global_asm!(
     "jz 2f",
     "ret",
     "2:",
-    "push %rbx",
-    ".cfi_adjust_cfa_offset 8",
-    ".cfi_rel_offset %rbx, 0",
-    "push %rcx",
-    ".cfi_adjust_cfa_offset 8",
-    ".cfi_rel_offset %rcx, 0",
-    "push %rdx",
-    ".cfi_adjust_cfa_offset 8",
-    ".cfi_rel_offset %rdx, 0",
+    "kstls_push %rbx",
+    "kstls_push %rcx",
+    "kstls_push %rdx",
     "mov $1, %eax",
     "cpuid",
     "mov $512, %eax",
@@ -348,25 +308,24 @@ global_asm!(
     "mov %ebx, %eax",
     "3:",
     "mov %eax, {xsize}(%rip)",          // racing threads store the same value
-    "pop %rdx",
-    ".cfi_adjust_cfa_offset -8",
-    ".cfi_restore %rdx",
-    "pop %rcx",
-    ".cfi_adjust_cfa_offset -8",
-    ".cfi_restore %rcx",
-    "pop %rbx",
-    ".cfi_adjust_cfa_offset -8",
-    ".cfi_restore %rbx",
+    "kstls_pop %rdx",
+    "kstls_pop %rcx",
+    "kstls_pop %rbx",
     "ret",
     ".cfi_endproc",
     ".size kstls_xsave_size, . - kstls_xsave_size",
+    ".purgem kstls_push",
+    ".purgem kstls_pop",
     empty = sym EMPTY_CACHE,
     delta = sym FAST,
+    host = sym HOST_TLS_GET_ADDR,
     xsize = sym XSAVE_SIZE,
     slow = sym tls_get_addr_slow,
     mul = const cache::ASM_HASH_MUL,
     shift4 = const cache::ASM_HASH_SHIFT,
+    mask16 = const cache::ASM_SLOT_MASK,
     slots = const cache::ASM_SLOTS,
+    probes1 = const cache::ASM_PROBES_AFTER_HOME,
     options(att_syntax)
 );
 
