@@ -83,8 +83,8 @@ static struct {
 static int errors;
 static char dir[PATH_MAX];
 static kb_op_fn gd_ops[MAX_MODS];
-static kb_op_fn tlsdesc_op, cached_op, ref_op, gd_kstls_op;
-static kb_kstls_misses_fn cached_misses, ref_misses, gd_misses;
+static kb_op_fn tlsdesc_op, tlsdesc_dyn_op, cached_op, ref_op, gd_kstls_op, tlsdesc_kstls_op;
+static kb_kstls_misses_fn cached_misses, ref_misses, gd_misses, tlsdesc_misses;
 static int (*slot_distance)(void);
 static struct kstls_tls_index ti_cached[MAX_MODS], ti_strict[MAX_MODS], ti_ref[MAX_MODS];
 static struct kstls_tls_index ti_badmod, ti_badoff;
@@ -186,6 +186,7 @@ static void setup(void)
 	int (*self_error)(void);
 	const struct kstls_cache_header *h;
 	void *cache, *kh, *gh;
+	const char *kind;
 	char name[64];
 
 	for (int m = 0; m < cfg.nmods; m++) {
@@ -196,8 +197,16 @@ static void setup(void)
 		if (m == 0)
 			printf("KB:env:glibc_gd_block=%s\n", block_kind(gh));
 	}
-	printf("KB:env:tlsdesc_block=%s\n",
-	       block_kind(open_dso("libkb_tlsdesc.so", "kb_gd", &tlsdesc_op)));
+	/* glibc's two TLSDESC resolvers: _dl_tlsdesc_return for a module in static TLS, the
+	 * other when the module's TLS is too big for the static area's surplus. */
+	kind = block_kind(open_dso("libkb_tlsdesc.so", "kb_gd", &tlsdesc_op));
+	printf("KB:env:tlsdesc_block=%s\n", kind);
+	if (strcmp(kind, "static"))
+		error("libkb_tlsdesc.so has a %s block: its row is not _dl_tlsdesc_return's", kind);
+	kind = block_kind(open_dso("libkb_tlsdesc_dyn.so", "kb_gd", &tlsdesc_dyn_op));
+	printf("KB:env:tlsdesc_dyn_block=%s\n", kind);
+	if (strcmp(kind, "dynamic"))
+		error("libkb_tlsdesc_dyn.so has a %s block: its row is not _dl_tlsdesc_dynamic's", kind);
 
 	/* Two contexts: one with the cache (kstls_cached), one strict (kstls_strict). */
 	cached_fd = open(KSTLS_DEVICE_PATH, O_RDWR | O_CLOEXEC);
@@ -269,6 +278,14 @@ static void setup(void)
 		      self_error ? self_error() : 0);
 		exit(1);
 	}
+	/* kstls_tlsdesc: the same module built with TLS descriptors, registered by linking. */
+	gh = open_dso("libkb_kstls_tlsdesc.so", "kb_gd", &tlsdesc_kstls_op);
+	self_error = (int (*)(void))dlsym(gh, "kb_kstls_self_error");
+	tlsdesc_misses = (kb_kstls_misses_fn)dlsym(gh, "kb_kstls_misses");
+	if (!self_error || self_error() || !tlsdesc_misses) {
+		error("libkb_kstls_tlsdesc.so: not registered: %d", self_error ? self_error() : 0);
+		exit(1);
+	}
 	for (int m = 0; m < cfg.nmods; m++) {
 		int ret = lib_register(&ti_cached[m].module);
 
@@ -300,6 +317,7 @@ static void path_loop(struct path *p, const char *name, int threads, int modules
 	}
 	p->misses = op == cached_op ? cached_misses
 		    : op && op == gd_kstls_op ? gd_misses
+		    : op && op == tlsdesc_kstls_op ? tlsdesc_misses
 		    : op == ref_op ? ref_misses : NULL;
 }
 
@@ -438,7 +456,8 @@ static void phase_one_thread(void)
 	path_loop(&paths[n++], "empty", 1, 1, kb_empty, NULL);
 	path_loop(&paths[n++], "fs_le", 1, 1, kb_fs_le, NULL);
 	path_loop(&paths[n++], "ie", 1, 1, kb_ie, NULL);
-	path_loop(&paths[n++], "tlsdesc", 1, 1, tlsdesc_op, NULL);
+	path_loop(&paths[n++], "glibc_tlsdesc_return", 1, 1, tlsdesc_op, NULL);
+	path_loop(&paths[n++], "glibc_tlsdesc_dynamic", 1, 1, tlsdesc_dyn_op, NULL);
 	path_loop(&paths[n++], "null_ioctl", 1, 1, kb_null_ioctl, NULL);
 	for (int i = 0; i < cfg.nmodules; i++) {
 		int m = cfg.modules[i];
@@ -450,6 +469,7 @@ static void phase_one_thread(void)
 	if (ref_op != cached_op) {
 		path_loop(&paths[n++], "kstls_ref", 1, 1, ref_op, ti_ref);
 		path_loop(&paths[n++], "kstls_gd", 1, 1, gd_kstls_op, NULL);
+		path_loop(&paths[n++], "kstls_tlsdesc", 1, 1, tlsdesc_kstls_op, NULL);
 	}
 	path_loop(&paths[n++], "getuid", 1, 1, kb_getuid, NULL);
 	path_loop(&paths[n++], "getppid", 1, 1, kb_getppid, NULL);

@@ -5,6 +5,8 @@
  * this object's calls to __tls_get_addr bind to libkstls, never to glibc's. Built a second time
  * with -DKB_SELF as libkb_kstls_gd.so, the kstls_gd path: its own copy of libkstls, so that
  * each context holds exactly the modules its path measures (a thread caches 256 module slots).
+ * The same built with -mtls-dialect=gnu2 is libkb_kstls_tlsdesc.so, the kstls_tlsdesc path: its
+ * kb_gd() is a TLS descriptor call, which registration pointed at libkstls's kstls_tlsdesc.
  *
  *   kb_kstls_cached(ti)  __tls_get_addr(ti) for a module registered with kstls_register(): the
  *                        call a general-dynamic access makes, with a kstls id in the tls_index

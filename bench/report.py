@@ -19,7 +19,8 @@ import os
 import statistics
 import sys
 
-PATHS = ["empty", "fs_le", "ie", "glibc_gd", "tlsdesc", "null_ioctl", "kstls_strict",
+PATHS = ["empty", "fs_le", "ie", "glibc_gd", "glibc_tlsdesc_return", "glibc_tlsdesc_dynamic",
+         "null_ioctl", "kstls_strict",
          "kstls_cached", "glibc_first_touch", "kstls_first_touch"]
 BREAKDOWN = ["getuid", "null_ioctl", "strict_badmod", "strict_badoff", "kstls_strict"]
 BREAKDOWN_STEP = {
@@ -43,6 +44,9 @@ IMPLS = {
     "kstls_gd": "libkstls, a compiler-generated general-dynamic access in a module that"
                 " registered itself (kstls_register_self rewrote its GOT; its own copy of"
                 " libkstls)",
+    "kstls_tlsdesc": "libkstls's TLS descriptor resolver kstls_tlsdesc, a compiler-generated"
+                     " gnu2 access in a module registered by linking libkstls.a (the like-for-like"
+                     " of glibc_tlsdesc_dynamic and glibc_tlsdesc_return)",
     "kstls_ref": "the reference C lookup of selftests/kstls_cache.h, on a context of its own",
 }
 SCALED = ["glibc_gd", "kstls_cached", "kstls_strict"]
@@ -119,7 +123,8 @@ def processes(env):
 def expected_rows(env):
     threads = [int(x) for x in env["threads"].split()]
     modules = [int(x) for x in env["modules"].split()]
-    rows = [(p, 1, 1) for p in ["empty", "fs_le", "ie", "tlsdesc", "null_ioctl"]]
+    rows = [(p, 1, 1) for p in ["empty", "fs_le", "ie", "glibc_tlsdesc_return",
+                                "glibc_tlsdesc_dynamic", "null_ioctl"]]
     rows += [(p, 1, m) for m in modules for p in SCALED]
     rows += [(p, 1, modules[-1]) for p in ["glibc_first_touch", "kstls_first_touch"]]
     rows += [(p, t, 1) for t in threads if t > 1
@@ -311,6 +316,12 @@ def table(env, threads, modules, rows, stats, args):
              med[kg] / med[g1], paired(stats, kg, g1), 1.0),
             ("kstls_gd / fs_le", med[kg] / med[f1], paired(stats, kg, f1), 2.5),
         ]
+    if ("kstls_tlsdesc", 1, 1) in med:
+        kd, gdyn = ("kstls_tlsdesc", 1, 1), ("glibc_tlsdesc_dynamic", 1, 1)
+        targets += [
+            ("kstls_tlsdesc / glibc_tlsdesc_dynamic (both a gnu2 access in a DSO with a"
+             " dynamic block)", med[kd] / med[gdyn], paired(stats, kd, gdyn), 1.0),
+        ]
     targets += [
         ("kstls_cached, worst thread count / 1 thread", flat_threads, None, 1.1),
         ("the same, each phase over its own fs_le (drift taken out)", flat_drift,
@@ -354,9 +365,10 @@ def table(env, threads, modules, rows, stats, args):
          " ~%s ms each, after calibration and one warm-up sample per path"
          % (processes(env), env["repeats"], env["sample_ms"])),
         ("compiler", "%s, %s" % (env.get("compiler", "?"), env.get("cflags", "?"))),
-        ("libc", "glibc %s; glibc_gd module block: %s, TLSDESC module block: %s"
+        ("libc", "glibc %s; glibc_gd module block: %s, glibc_tlsdesc_return module block: %s,"
+         " glibc_tlsdesc_dynamic module block: %s"
          % (env.get("glibc", "?"), env.get("glibc_gd_block", "?"),
-            env.get("tlsdesc_block", "?"))),
+            env.get("tlsdesc_block", "?"), env.get("tlsdesc_dyn_block", "?"))),
         ("kstls_cached", env.get("kstls_cached_impl", "?")),
         ("kstls cache", env.get("kstls_cache", "?")),
         ("kstls_cached measuring thread's slot, per process (0: its home slot; k: k probes"
