@@ -120,6 +120,29 @@ TEST(loaded_with_dlopen)
 	check(_metadata, h, "dlopen");
 }
 
+#ifdef __GLIBC__
+/*
+ * An object that also reaches its TLS the initial-exec way (DF_STATIC_TLS) is not registered:
+ * those accesses would keep going to the host's block while the others moved to kstls. It
+ * opens no kstls context and its TLS stays the host's, constructor's writes included.
+ */
+TEST(initial_exec_module_left_to_the_host)
+{
+	int fds[16], before = tls_kstls_fds(fds, 16);
+	int (*ie)(void);
+	struct zc zc;
+	void *h = dlopen(tls_lib_path("libzerochange_ie.so"), RTLD_NOW | RTLD_LOCAL);
+
+	ASSERT_NE(NULL, h) TH_LOG("dlopen: %s", dlerror());
+	ASSERT_EQ(0, zc_from(h, &zc));
+	*(void **)&ie = dlsym(h, "zc_get_ie");
+	ASSERT_NE(NULL, ie);
+	EXPECT_EQ(42, zc.counter());
+	EXPECT_EQ(10, ie());
+	EXPECT_EQ(before, tls_kstls_fds(fds, 16)) TH_LOG("registered with kstls");
+}
+#endif
+
 int main(int argc, char **argv)
 {
 	/* Linked at start-up: referenced, so that the linker keeps the DT_NEEDED entry. */

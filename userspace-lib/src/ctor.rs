@@ -20,10 +20,11 @@
 //!
 //! The module is found from the linker-defined `__ehdr_start`, weak in the archive (a final link
 //! always defines it; read through the GOT so that an undefined one reads as 0), else from the
-//! constructor's own address. A module without `PT_TLS`, or whose TLS no DTPMOD64 or TLSDESC
-//! slot reaches, is left alone (see `selfreg::register_linked`); a failure to register (no
-//! `/dev/kstls`) leaves the module with the host's TLS, as if kstls were not linked in. An
-//! explicit `KSTLS_REGISTER_SELF` afterwards returns the same id and does nothing more.
+//! constructor's own address. A module without `PT_TLS`, whose TLS no DTPMOD64 or TLSDESC slot
+//! reaches, or that uses initial-exec too, is left alone (see `selfreg::register_linked`); a
+//! failure to register (no `/dev/kstls`) leaves the module with the host's TLS, as if kstls were
+//! not linked in. An explicit `KSTLS_REGISTER_SELF` afterwards returns the same id and does
+//! nothing more.
 
 use core::arch::asm;
 

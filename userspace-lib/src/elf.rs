@@ -83,6 +83,11 @@ pub(crate) const DT_RELA: i64 = 7;
 pub(crate) const DT_RELASZ: i64 = 8;
 pub(crate) const DT_PLTREL: i64 = 20;
 pub(crate) const DT_JMPREL: i64 = 23;
+#[cfg(feature = "archive")]
+pub(crate) const DT_FLAGS: i64 = 30;
+/// `DT_FLAGS`: the module uses the static TLS model (initial-exec) somewhere.
+#[cfg(feature = "archive")]
+pub(crate) const DF_STATIC_TLS: u64 = 0x10;
 #[cfg(any(feature = "capi", test))]
 pub(crate) const DT_GNU_HASH: i64 = 0x6fff_fef5;
 

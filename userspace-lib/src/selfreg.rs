@@ -43,6 +43,10 @@ use rustix::io::Errno;
 use crate::context;
 use crate::elf::Module;
 use crate::elf::Phdr;
+#[cfg(feature = "archive")]
+use crate::elf::DF_STATIC_TLS;
+#[cfg(feature = "archive")]
+use crate::elf::DT_FLAGS;
 use crate::elf::PT_TLS;
 use crate::elf::R_X86_64_DTPMOD64;
 #[cfg(feature = "capi")]
@@ -115,7 +119,8 @@ pub(crate) unsafe fn register_self(addr: usize, entries: Entries) -> Result<u64,
 /// constructor (see `ctor.rs`): only when the module reaches its TLS through the host's dynamic
 /// linker, i.e. has DTPMOD64 or TLSDESC slots, which the registration then redirects to
 /// `entries`. A module without TLS, or whose own TLS is all initial- or local-exec (an
-/// executable), stays as it is: `None`.
+/// executable), stays as it is: `None`; so does one the linker marked `DF_STATIC_TLS` (it has
+/// initial-exec accesses too, which would keep reaching the host's block: its TLS would split).
 ///
 /// # Safety
 ///
@@ -123,6 +128,9 @@ pub(crate) unsafe fn register_self(addr: usize, entries: Entries) -> Result<u64,
 #[cfg(feature = "archive")]
 pub(crate) unsafe fn register_linked(m: &Module, entries: Entries) -> Option<Result<u64, Errno>> {
     let tls = m.phdr(PT_TLS)?;
+    if m.dynamic(DT_FLAGS).is_some_and(|f| f & DF_STATIC_TLS != 0) {
+        return None;
+    }
     let dynamic = m.relocs(R_X86_64_DTPMOD64).next().is_some() || tlsdesc::any(m);
     // SAFETY: Forwarded from the caller.
     dynamic.then(|| unsafe { register_module(m, tls, Some(entries)) })
