@@ -92,7 +92,7 @@ pub(crate) const DF_STATIC_TLS: u64 = 0x10;
 pub(crate) const DT_GNU_HASH: i64 = 0x6fff_fef5;
 
 pub(crate) const R_X86_64_DTPMOD64: u32 = 16;
-#[cfg(feature = "capi")]
+#[cfg(any(feature = "capi", test))]
 pub(crate) const R_X86_64_TLSDESC: u32 = 36;
 
 const ET_EXEC: u16 = 2;
@@ -254,7 +254,7 @@ impl Module {
     /// module's own TLS: the addend for symbol 0 (a local symbol, folded in by the linker), the
     /// symbol's value plus the addend for a symbol the module defines. `None`: a symbol it only
     /// references (another module's, or an undefined weak one).
-    #[cfg(feature = "capi")]
+    #[cfg(any(feature = "capi", test))]
     pub(crate) fn own_tls_offset(&self, r: &Rela) -> Option<u64> {
         let sym = (r.r_info >> 32) as usize;
         if sym == 0 {

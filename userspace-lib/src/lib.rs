@@ -77,7 +77,7 @@ mod exports;
 mod host;
 mod lock;
 mod selfreg;
-#[cfg(feature = "capi")]
+#[cfg(any(feature = "capi", test))]
 mod tlsdesc;
 mod uapi;
 

@@ -59,11 +59,13 @@ impl Indexes {
     pub(crate) const NONE: Indexes = Indexes { addr: 0, len: 0 };
 
     /// The mapping's address and length, for a table that keeps them in atomics.
+    #[cfg_attr(not(feature = "capi"), expect(dead_code))]
     pub(crate) fn to_raw(self) -> (usize, usize) {
         (self.addr, self.len)
     }
 
     /// The `Indexes` that `to_raw` gave.
+    #[cfg_attr(not(feature = "capi"), expect(dead_code))]
     pub(crate) fn from_raw(addr: usize, len: usize) -> Indexes {
         Indexes { addr, len }
     }
@@ -255,4 +257,179 @@ pub(crate) unsafe fn retire(m: &Module, idx: Indexes) -> Result<(), Errno> {
     unsafe { m.with_slots_writable(slots.clone(), write) }?;
     // SAFETY: No descriptor points into the mapping any more.
     unsafe { rustix::mm::munmap(idx.addr as *mut _, idx.len) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::synth::def;
+    use crate::elf::synth::undef;
+    use crate::elf::synth::Builder;
+    use crate::elf::synth::Dt;
+    use crate::elf::synth::Hash;
+    use crate::elf::DT_RELA;
+    use crate::elf::DT_RELASZ;
+
+    // A host resolver in the form of glibc's _dl_tlsdesc_return and musl's __tlsdesc_static: the
+    // argument is the variable's offset from the thread pointer. And a stand-in for
+    // kstls_tlsdesc, which these tests never call.
+    core::arch::global_asm!(
+        ".text",
+        ".globl kstls_test_tlsdesc_static",
+        ".hidden kstls_test_tlsdesc_static",
+        ".globl kstls_test_resolver",
+        ".hidden kstls_test_resolver",
+        "kstls_test_tlsdesc_static:",
+        "mov 8(%rax), %rax",
+        "ret",
+        "kstls_test_resolver:",
+        "ud2",
+        options(att_syntax)
+    );
+    extern "C" {
+        fn kstls_test_tlsdesc_static();
+        fn kstls_test_resolver();
+    }
+
+    fn resolver() -> usize {
+        kstls_test_resolver as unsafe extern "C" fn() as usize
+    }
+
+    /// A module with one descriptor per `(symbol or "" for symbol 0, addend, the address the
+    /// host's descriptor resolves to for this thread)`, the symbols "own" (at offset 8) and
+    /// "own2" (24), which it defines, and "theirs", which it does not. Returns it and where its
+    /// descriptors are.
+    fn module(descs: &[(&str, i64, usize)]) -> (Module, *mut [usize; 2]) {
+        let mut b = Builder::new();
+        b.symbols(
+            &[def("own", 8), def("own2", 24), undef("theirs")],
+            Hash::Sysv,
+            2,
+        );
+        // SAFETY: The test thread has a thread pointer.
+        let tp = unsafe { arch::thread_pointer() } as usize;
+        let words: std::vec::Vec<u64> = descs
+            .iter()
+            .flat_map(|d| {
+                [
+                    kstls_test_tlsdesc_static as unsafe extern "C" fn() as usize as u64,
+                    d.2.wrapping_sub(tp) as u64,
+                ]
+            })
+            .collect();
+        let got = b.words(&words);
+        let mut rela = std::vec::Vec::new();
+        for (i, &(name, addend, _)) in descs.iter().enumerate() {
+            let sym = if name.is_empty() { 0 } else { b.index(name) };
+            rela.extend([
+                got + 16 * i as u64,
+                (sym << 32) | R_X86_64_TLSDESC as u64,
+                addend as u64,
+            ]);
+        }
+        let at = b.words(&rela);
+        b.dt(Dt::Addr(DT_RELA, at));
+        b.dt(Dt::Val(DT_RELASZ, 8 * rela.len() as u64));
+        let base = b.load(true);
+        // SAFETY: A module `Builder::load` laid out in leaked memory.
+        let m = unsafe { Module::at(base) }.unwrap();
+        (m, (base + got as usize) as *mut [usize; 2])
+    }
+
+    /// The descriptors of `module`'s module, `n` of them.
+    fn descs(d: *mut [usize; 2], n: usize) -> &'static [[usize; 2]] {
+        // SAFETY: The leaked module's GOT, `n` descriptors long.
+        unsafe { core::slice::from_raw_parts(d, n) }
+    }
+
+    /// The `{module, offset}` of the `tls_index` at `p`.
+    fn index(p: usize) -> (u64, u64) {
+        // SAFETY: A `tls_index` of a live `Indexes` mapping.
+        let ti = unsafe { (p as *const kstls_tls_index).read() };
+        (ti.module, ti.offset)
+    }
+
+    const HOST: usize = 0x7000_0000;
+    const ELSEWHERE: usize = 0x6000_0000;
+
+    #[test]
+    fn host_block_from_a_descriptor_of_symbol_zero() {
+        let (m, _) = module(&[("own", 0, ELSEWHERE + 8), ("", 16, HOST + 16)]);
+        // SAFETY: The module is leaked memory that nothing else uses.
+        assert_eq!(unsafe { host_block(&m, resolver()) }, Some(HOST));
+    }
+
+    #[test]
+    fn host_block_is_the_one_most_own_descriptors_agree_on() {
+        let (m, _) = module(&[
+            ("own", 0, HOST + 8),
+            ("own2", 8, HOST + 32),
+            ("own", 0, ELSEWHERE + 8),
+            ("theirs", 0, ELSEWHERE),
+            ("theirs", 0, ELSEWHERE),
+        ]);
+        // SAFETY: As above.
+        assert_eq!(unsafe { host_block(&m, resolver()) }, Some(HOST));
+        let (m, _) = module(&[("theirs", 0, HOST)]);
+        // SAFETY: As above.
+        assert_eq!(unsafe { host_block(&m, resolver()) }, None);
+    }
+
+    #[test]
+    fn rewrite_takes_the_own_descriptors_and_leaves_the_interposed() {
+        let id = 3 << 32 | 5;
+        let (m, d) = module(&[
+            ("", 16, HOST + 16),
+            ("own", 4, HOST + 12),
+            ("own2", 0, ELSEWHERE + 24),
+            ("theirs", 0, ELSEWHERE),
+        ]);
+        let before = descs(d, 4).to_vec();
+        // SAFETY: The module is leaked memory that nothing else uses.
+        let idx = unsafe { rewrite(&m, id, resolver(), Some(HOST)) }.unwrap();
+        let after = descs(d, 4);
+        assert_eq!(after[0][0], resolver());
+        assert_eq!(index(after[0][1]), (id, 16));
+        assert_eq!(after[1][0], resolver());
+        assert_eq!(index(after[1][1]), (id, 12));
+        assert!(idx.contains(after[0][1]) && idx.contains(after[1][1]));
+        assert_eq!(
+            after[2..],
+            before[2..],
+            "interposed, and another module's, stay"
+        );
+
+        // Unregistered: pointed at RETIRED, the other two still untouched.
+        // SAFETY: `idx` is what `rewrite` made of `m`.
+        unsafe { retire(&m, idx) }.unwrap();
+        let retired = core::ptr::addr_of!(RETIRED) as usize;
+        assert_eq!(descs(d, 4)[0], [resolver(), retired]);
+        assert_eq!(descs(d, 4)[1], [resolver(), retired]);
+        assert_eq!(descs(d, 4)[2..], before[2..]);
+
+        // Registered again: the descriptors that point at the resolver are the module's own,
+        // with no host block to tell.
+        // SAFETY: As above.
+        let idx = unsafe { rewrite(&m, id + (1 << 32), resolver(), None) }.unwrap();
+        assert_eq!(index(descs(d, 4)[1][1]).0, id + (1 << 32));
+        assert_eq!(descs(d, 4)[2..], before[2..]);
+        // SAFETY: As above.
+        unsafe { retire(&m, idx) }.unwrap();
+    }
+
+    #[test]
+    fn no_mapping_without_own_descriptors() {
+        let (m, _) = module(&[("theirs", 0, ELSEWHERE)]);
+        // SAFETY: The module is leaked memory that nothing else uses.
+        assert_eq!(
+            unsafe { rewrite(&m, 1 << 32, resolver(), Some(HOST)) },
+            Ok(Indexes::NONE)
+        );
+        let (m, _) = module(&[]);
+        // SAFETY: As above.
+        assert_eq!(
+            unsafe { rewrite(&m, 1 << 32, resolver(), Some(HOST)) },
+            Ok(Indexes::NONE)
+        );
+    }
 }
