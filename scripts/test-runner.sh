@@ -25,7 +25,9 @@ RESULTS=$KSTLS_ROOT/scripts/results.py
 VM=$KSTLS_ROOT/scripts/vm.sh
 OUT=$KSTLS_ROOT/build/runner
 LOGS=$KSTLS_ROOT/build/guest
-BOOT_TIMEOUT=120
+# A canary boot takes ~30 s alone; the limit only ends a hung one, so it leaves room for a
+# machine loaded with other builds and guests (VM_RUNNER_TIMEOUT overrides it).
+BOOT_TIMEOUT=${VM_RUNNER_TIMEOUT:-300}
 MULTIARCH=x86_64-linux-gnu
 
 boot=1
