@@ -29,7 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "kstls.h"
+#include <linux/kstls.h>
 
 #define MAX_RUNS 101
 
