@@ -41,7 +41,10 @@ use kernel::{
         PAGE_SIZE, //
     },
     prelude::*,
-    sync::SpinLock,
+    sync::{
+        Arc,
+        SpinLock, //
+    },
     uaccess::{
         UserPtr,
         UserSlice, //
@@ -49,6 +52,11 @@ use kernel::{
 };
 
 use crate::arch;
+use crate::budget;
+use crate::quota::{
+    Charge,
+    UserQuota, //
+};
 use crate::uapi::*;
 
 pub(crate) const NR_SLOTS_LOG2: u32 = KSTLS_CACHE_SLOTS_LOG2;
@@ -116,6 +124,30 @@ pub(crate) fn size_for(threads: usize) -> Option<usize> {
         .checked_add(DTV_BASE)
 }
 
+/// Bytes of kernel memory a cache for `threads` threads keeps: the mapped pages and its state.
+fn kernel_bytes_for(threads: usize) -> Option<usize> {
+    let owners = budget::alloc_size(NR_SLOTS * size_of::<usize>());
+    let keys = budget::alloc_size(NR_SLOTS * size_of::<u64>());
+    let free = budget::alloc_size(threads.checked_mul(size_of::<usize>())?);
+    size_for(threads)?
+        .checked_add(owners + keys + free)?
+        .checked_add(budget::alloc_size(size_of::<Cache>()))
+}
+
+/// Whether `vma` is a mapping of the whole cache of `size` bytes that `Cache::map` accepts:
+/// read-only, from offset 0, and exactly as long. Checked before a cache is made, so a refused
+/// mapping allocates nothing.
+pub(crate) fn check_vma(vma: &VmaNew, size: usize) -> Result {
+    if vma.writable() || vma.end() - vma.start() != size {
+        return Err(EINVAL);
+    }
+    // SAFETY: `vm_pgoff` of a VMA being set up is plain data.
+    if unsafe { (*vma.as_ptr()).vm_pgoff } != 0 {
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
 /// The fields protected by the cache lock (the mapped words are written under it too).
 struct State {
     /// Per slot: the task whose blocks it caches (its address, compared only), 0 when free.
@@ -138,27 +170,32 @@ pub(crate) struct Cache {
     threads: usize,
     #[pin]
     state: SpinLock<State>,
+    /// The cache's memory, charged to its user's quota while it lives.
+    _charge: Charge,
 }
 
 impl Cache {
-    /// A cache for `threads` threads of the process whose mm is `mm`.
+    /// A cache for `threads` threads of the process whose mm is `mm`, charged to `quota`
+    /// (`EDQUOT` when it has no room for it).
     pub(crate) fn new(
         mm: usize,
         threads: usize,
         strict: bool,
+        quota: &Arc<UserQuota>,
     ) -> Result<impl PinInit<Self, Error>> {
+        let charge = Charge::new(quota, kernel_bytes_for(threads).ok_or(ENOMEM)? as u64)?;
         let bytes = size_for(threads).ok_or(ENOMEM)?;
         let words = bytes / WORD;
-        let mut mem = VVec::with_capacity(words, GFP_KERNEL)?;
+        let mut mem = VVec::with_capacity(words, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..words {
             mem.push_within_capacity(AtomicU64::new(0))
                 .map_err(|_| ENOMEM)?;
         }
-        let mut owners = KVVec::with_capacity(NR_SLOTS, GFP_KERNEL)?;
-        owners.extend_with(NR_SLOTS, 0, GFP_KERNEL)?;
-        let mut keys = KVVec::with_capacity(NR_SLOTS, GFP_KERNEL)?;
-        keys.extend_with(NR_SLOTS, 0, GFP_KERNEL)?;
-        let mut free_dtvs = KVVec::with_capacity(threads, GFP_KERNEL)?;
+        let mut owners = KVVec::with_capacity(NR_SLOTS, GFP_KERNEL_ACCOUNT)?;
+        owners.extend_with(NR_SLOTS, 0, GFP_KERNEL_ACCOUNT)?;
+        let mut keys = KVVec::with_capacity(NR_SLOTS, GFP_KERNEL_ACCOUNT)?;
+        keys.extend_with(NR_SLOTS, 0, GFP_KERNEL_ACCOUNT)?;
+        let mut free_dtvs = KVVec::with_capacity(threads, GFP_KERNEL_ACCOUNT)?;
         for d in (0..threads).rev() {
             free_dtvs.push_within_capacity(d).map_err(|_| ENOMEM)?;
         }
@@ -189,6 +226,7 @@ impl Cache {
                 free_dtvs,
                 strict
             }),
+            _charge: charge,
         }))
     }
 
@@ -390,13 +428,7 @@ impl Cache {
 
     /// Maps the whole cache, read-only, into `vma`.
     pub(crate) fn map(&self, vma: &VmaNew) -> Result {
-        if vma.writable() || vma.end() - vma.start() != self.size() {
-            return Err(EINVAL);
-        }
-        // SAFETY: `vm_pgoff` of a VMA being set up is plain data.
-        if unsafe { (*vma.as_ptr()).vm_pgoff } != 0 {
-            return Err(EINVAL);
-        }
+        check_vma(vma, self.size())?;
         vma.try_clear_maywrite()?;
         vma.try_clear_mayexec()?;
         vma.set_dontcopy();
@@ -421,6 +453,12 @@ impl Cache {
 #[kunit_tests(rust_kstls_cache)]
 mod tests {
     use super::*;
+    use crate::quota::ContextSlot;
+
+    /// A quota for the tests' caches, of a user no process is.
+    fn user() -> Result<ContextSlot> {
+        ContextSlot::open_for(0x7ff9_0001, u64::MAX)
+    }
 
     #[test]
     fn cache_layout_matches_the_header() {
@@ -458,7 +496,8 @@ mod tests {
     #[test]
     fn fill_forget_and_strict() -> Result {
         let (mut ca, mut cc) = (0u64, 0u64);
-        let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
+        let u = user()?;
+        let c = KBox::pin_init(Cache::new(0x1000, 4, false, u.quota())?, GFP_KERNEL)?;
         let tp = 0x7f00_0000_1000u64;
         let id = (1u64 << 32) | 3;
         assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000));
@@ -493,7 +532,8 @@ mod tests {
     #[test]
     fn a_shared_thread_pointer_is_never_answered_again() -> Result {
         let (mut ca, mut cb) = (0u64, 0u64);
-        let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
+        let u = user()?;
+        let c = KBox::pin_init(Cache::new(0x1000, 4, false, u.quota())?, GFP_KERNEL)?;
         let tp = 0x7f00_0000_1000u64;
         let id = (1u64 << 32) | 3;
         let home = hash(tp);
@@ -525,7 +565,8 @@ mod tests {
     #[test]
     fn a_thread_that_moves_keeps_one_slot() -> Result {
         let mut ca = 0u64;
-        let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
+        let u = user()?;
+        let c = KBox::pin_init(Cache::new(0x1000, 4, false, u.quota())?, GFP_KERNEL)?;
         let (old, new) = (0x7f00_0000_1000u64, 0x7f00_4000_1000u64);
         let id = (1u64 << 32) | 3;
         assert!(c.fill(0xaaaa, old, &mut ca, id, 3, 0x5000));
@@ -553,7 +594,8 @@ mod tests {
     #[test]
     fn modules_of_one_index_share_an_entry() -> Result {
         let mut ca = 0u64;
-        let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
+        let u = user()?;
+        let c = KBox::pin_init(Cache::new(0x1000, 4, false, u.quota())?, GFP_KERNEL)?;
         let tp = 0x7f00_0000_2000u64;
         let (a, b) = ((1u64 << 32) | 3, (1u64 << 32) | (3 + DTV_ENTRIES as u64));
         assert!(c.fill(0xaaaa, tp, &mut ca, a, 3, 0x5000));
@@ -571,7 +613,8 @@ mod tests {
 
     #[test]
     fn full_cache_fills_nothing_more() -> Result {
-        let c = KBox::pin_init(Cache::new(0x1000, 2, false)?, GFP_KERNEL)?;
+        let u = user()?;
+        let c = KBox::pin_init(Cache::new(0x1000, 2, false, u.quota())?, GFP_KERNEL)?;
         let id = 1u64 << 32;
         for t in 0..4u64 {
             let published = c.fill(

@@ -15,9 +15,12 @@
 //! (`threads.rs`), what a forked child inherits (`fork.rs`), and how the counters are read
 //! (`stats.rs`).
 
-use core::sync::atomic::{
-    AtomicU32,
-    Ordering, //
+use core::{
+    mem::size_of,
+    sync::atomic::{
+        AtomicU32,
+        Ordering, //
+    },
 };
 
 use kernel::{
@@ -45,7 +48,10 @@ use kernel::{
 };
 
 use crate::arch;
-use crate::budget::Budget;
+use crate::budget::{
+    self,
+    Budget, //
+};
 use crate::cache::{
     self,
     Cache, //
@@ -57,6 +63,7 @@ use crate::limits::{
     self,
     LIMITS, //
 };
+use crate::quota::ContextSlot;
 use crate::registry::Registry;
 use crate::rows::PackedRows;
 use crate::stats::{
@@ -93,12 +100,16 @@ pub(crate) struct Context {
     cache: SetOnce<Arc<Cache>>,
     #[pin]
     inner: Mutex<Inner>,
+    /// The context's place in its user's quota; dropped last, after everything it paid for.
+    user: ContextSlot,
 }
 
 impl Inner {
     /// Reclaims the tables of every thread that has exited.
     fn sweep(&mut self) {
-        self.totals.thread_exits += self.threads.sweep(&mut self.registry, &mut self.rows);
+        self.totals.thread_exits +=
+            self.threads
+                .sweep(&mut self.registry, &mut self.rows, &mut self.budget);
     }
 
     /// The state, for reading the counters.
@@ -121,6 +132,10 @@ impl Context {
         let mm: ARef<Mm> = ARef::from(&**cur.mm().ok_or(EINVAL)?);
         let tgid = cur.tgid();
         let rows = PackedRows::new(&LIMITS)?;
+        let user = ContextSlot::open(limits::max_user_bytes())?;
+        let mut budget = Budget::new(&LIMITS, user.quota());
+        // The context itself is kernel memory its user keeps.
+        budget.charge_kernel(budget::alloc_size(size_of::<Self>()))?;
         Ok(try_pin_init!(Self {
             mm,
             tgid,
@@ -130,9 +145,10 @@ impl Context {
                 registry: Registry::new(),
                 threads: Threads::new(),
                 rows,
-                budget: Budget::new(&LIMITS),
+                budget,
                 totals: Totals::default(),
             }),
+            user,
         }))
     }
 
@@ -163,9 +179,10 @@ impl Context {
         let layout = Layout::new(r.filesz, r.memsz, r.align, r.align_offset, &LIMITS)?;
         // The snapshot is read before taking the lock: no user copy under the lock when it can
         // be avoided. Its size is bounded by `max_image_size`.
-        let mut image = KVVec::with_capacity(layout.filesz, GFP_KERNEL)?;
+        let mut image = KVVec::with_capacity(layout.filesz, GFP_KERNEL_ACCOUNT)?;
         let src = usize::try_from(r.image).map_err(|_| EFAULT)?;
-        UserSlice::new(UserPtr::from_addr(src), layout.filesz).read_all(&mut image, GFP_KERNEL)?;
+        UserSlice::new(UserPtr::from_addr(src), layout.filesz)
+            .read_all(&mut image, GFP_KERNEL_ACCOUNT)?;
 
         let mut g = self.inner.lock();
         let Inner {
@@ -229,6 +246,7 @@ impl Context {
             pid,
             &mut inner.registry,
             &mut inner.rows,
+            &mut inner.budget,
             &mut inner.totals.thread_exits,
         )?;
         let Inner {
@@ -244,7 +262,7 @@ impl Context {
         let block = match t.block(index) {
             Some(b) => b.addr,
             None => {
-                t.reserve(index)?;
+                t.reserve(index, budget)?;
                 let addr = m
                     .storage
                     .first_touch(&m.layout, &m.image, &mut t.row, rows, budget, &owner)?;
@@ -301,14 +319,18 @@ impl Context {
             )?
         };
 
-        let mut g = self.inner.lock();
+        let mut guard = self.inner.lock();
+        let g = &mut *guard;
         if g.registry.len() != 0 || !g.threads.is_empty() {
             return Err(EINVAL);
         }
-        g.threads.insert(task.pid(), child.thread)?;
+        let before = g.budget.inherit(child.mapped, child.images, child.kernel)?;
+        if let Err(e) = g.threads.insert(task.pid(), child.thread, &mut g.budget) {
+            g.budget.undo_inherit(before);
+            return Err(e);
+        }
         g.registry = child.registry;
         g.rows = child.rows;
-        g.budget = child.budget;
         Ok(())
     }
 
@@ -335,8 +357,14 @@ impl Context {
             return Err(ENODEV);
         }
         if self.cache.as_ref().is_none() {
+            // Every check first: a refused mapping makes no cache.
+            cache::check_vma(vma, cache::size_for(threads).ok_or(ENOMEM)?)?;
             let mm = self.mm.as_raw() as usize;
-            let c = Arc::pin_init(Cache::new(mm, threads, self.strict())?, GFP_KERNEL)?;
+            let quota = self.user.quota();
+            let c = Arc::pin_init(
+                Cache::new(mm, threads, self.strict(), quota)?,
+                GFP_KERNEL_ACCOUNT,
+            )?;
             exit_hook::add_cache(&c)?;
             if let Err(c) = self.cache.populate(c.clone()).then_some(()).ok_or(c) {
                 // Another mmap made the cache first.

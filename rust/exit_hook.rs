@@ -56,7 +56,7 @@ pub(crate) fn active() -> bool {
 
 /// Makes `cache` visible to the exit probe. The tree node is allocated before the lock is taken.
 pub(crate) fn add_cache(cache: &Arc<Cache>) -> Result {
-    let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+    let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
     let key = Arc::as_ptr(cache) as usize;
     let mut g = CACHES.lock();
     g.get_or_insert_with(RBTree::new)

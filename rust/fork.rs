@@ -29,7 +29,12 @@ pub(crate) struct Inheritance {
     pub(crate) rows: PackedRows,
     /// The table of the child's only thread.
     pub(crate) thread: Thread,
-    pub(crate) budget: Budget,
+    /// Bytes of user memory the parent had mapped for blocks (fork copied them).
+    pub(crate) mapped: u64,
+    /// Bytes of `.tdata` snapshots in `registry`.
+    pub(crate) images: u64,
+    /// Bytes of kernel memory `registry` and `rows` keep (`thread` is charged on its own).
+    pub(crate) kernel: u64,
 }
 
 /// Whether the calling process (whose context serves `own`) may adopt the context of the process
@@ -84,11 +89,14 @@ pub(crate) fn inherit(
             thread.inherit(index, b.addr, memsz.unwrap_or(0))?;
         }
     }
+    let kernel = registry.kernel_bytes() + rows.kernel_bytes();
     Ok(Inheritance {
         registry,
         rows,
         thread,
-        budget: budget.fork_copy(),
+        mapped: budget.mapped(),
+        images: budget.images(),
+        kernel,
     })
 }
 
@@ -98,12 +106,15 @@ mod tests {
     use crate::block::Storage;
     use crate::layout::Layout;
     use crate::limits::LIMITS;
+    use crate::quota::ContextSlot;
     use crate::registry::TlsModule;
 
     #[test]
     fn the_child_gets_the_forking_threads_blocks_only() -> Result {
+        let user = ContextSlot::open_for(0x7ffb_0001, u64::MAX)?;
+        let mut budget = Budget::new(&LIMITS, user.quota());
         let mut registry = Registry::new();
-        let id = registry.insert(4, |id| {
+        let id = registry.insert(4, &mut budget, |id| {
             let layout = Layout::new(0, 8, 8, 0, &LIMITS)?;
             let storage = Storage::Packed { column: 0, live: 2 };
             Ok(TlsModule::new(id, layout, KVVec::new(), storage))
@@ -115,12 +126,11 @@ mod tests {
         for (pid, tp, row) in [(10, forker_tp, forker_row), (11, other_tp, other_row)] {
             let mut t = Thread::new(&cur, tp);
             t.row = Some(row);
-            t.reserve(id.index)?;
+            t.reserve(id.index, &mut budget)?;
             t.set(id.index, row, 8);
-            threads.insert(pid, t)?;
+            threads.insert(pid, t, &mut budget)?;
         }
         let rows = PackedRows::new(&LIMITS)?;
-        let mut budget = Budget::new(&LIMITS);
         budget.charge_mapping(2 << 12)?;
 
         let child = inherit(&registry, &threads, &rows, &budget, &cur, forker_tp)?;
@@ -131,7 +141,7 @@ mod tests {
         assert_eq!(child.thread.allocs, 0);
         assert_eq!(child.registry.get(id.encode())?.live(), 1);
         assert_eq!(child.rows.live(), 1);
-        assert_eq!(child.budget.mapped(), 2 << 12);
+        assert_eq!(child.mapped, 2 << 12);
         // The parent is unchanged.
         assert_eq!(registry.get(id.encode())?.live(), 2);
         Ok(())

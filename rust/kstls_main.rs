@@ -122,6 +122,7 @@ mod fork;
 mod layout;
 mod limits;
 mod pool;
+mod quota;
 mod registry;
 mod rows;
 mod stats;
@@ -148,6 +149,10 @@ module! {
             default: 1024,
             description: "Threads per process in the fast-path cache (4 KiB each); 0: no cache",
         },
+        max_user_kbytes: u64 {
+            default: 49152,
+            description: "KiB of kernel memory the contexts of one user may keep (EDQUOT past it)",
+        },
     },
 }
 
@@ -163,6 +168,7 @@ struct KstlsDriver {
 impl kernel::InPlaceModule for KstlsDriver {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         exit_hook::init_caches();
+        quota::init();
         let hook = exit_hook::ExitHook::new();
         pr_info!(
             "ABI {}, /dev/kstls ready, cache {}\n",
@@ -184,7 +190,7 @@ impl MiscDevice for KstlsDevice {
     type Ptr = Pin<KBox<Context>>;
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Self::Ptr> {
-        KBox::try_pin_init(Context::new()?, GFP_KERNEL)
+        KBox::try_pin_init(Context::new()?, GFP_KERNEL_ACCOUNT)
     }
 
     fn ioctl(ctx: Pin<&Context>, file: &File, cmd: u32, arg: usize) -> Result<isize> {

@@ -68,6 +68,11 @@ fn cache_size() -> u32 {
     }
 }
 
+/// `bytes` in KiB, rounded up, as a `u32` of the ABI (saturated).
+fn kbytes(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
 impl View<'_> {
     /// Live blocks of all modules, and their bytes.
     fn live_blocks(&self) -> (u64, u64) {
@@ -85,6 +90,7 @@ impl View<'_> {
                 | KSTLS_FEAT_FDINFO
                 | KSTLS_FEAT_ADOPT
                 | KSTLS_FEAT_STRICT
+                | KSTLS_FEAT_USER_QUOTA
                 | if exit_hook::active() {
                     KSTLS_FEAT_CACHE
                 } else {
@@ -101,7 +107,8 @@ impl View<'_> {
             image_bytes: self.budget.images(),
             cache_size: cache_size(),
             mode: if strict { KSTLS_MODE_STRICT } else { 0 },
-            ..Default::default()
+            max_user_kbytes: kbytes(self.budget.quota().max_bytes()),
+            user_kbytes: kbytes(self.budget.quota().bytes()),
         }
     }
 
@@ -170,6 +177,9 @@ impl View<'_> {
             .count();
         seq_print!(m, "packed-modules:\t{}\n", packed);
         seq_print!(m, "image-bytes:\t{}\n", self.budget.images());
+        seq_print!(m, "kernel-bytes:\t{}\n", self.budget.kernel());
+        seq_print!(m, "user-kernel-bytes:\t{}\n", self.budget.quota().bytes());
+        seq_print!(m, "max-user-kernel-bytes:\t{}\n", self.budget.quota().max_bytes());
         seq_print!(m, "lookups:\t{}\n", self.totals.lookups);
         seq_print!(m, "allocs:\t{}\n", self.totals.allocs);
         seq_print!(m, "thread-exits:\t{}\n", self.totals.thread_exits);
@@ -199,13 +209,16 @@ mod tests {
     use super::*;
     use crate::block::Storage;
     use crate::layout::Layout;
+    use crate::quota::ContextSlot;
     use crate::registry::TlsModule;
     use crate::thread::Thread;
 
     #[test]
     fn stats_narrow_to_a_module_and_a_thread() -> Result {
         let mut registry = Registry::new();
-        let id = registry.insert(4, |id| {
+        let user = ContextSlot::open_for(0x7ffa_0001, u64::MAX)?;
+        let mut budget = Budget::new(&LIMITS, user.quota());
+        let id = registry.insert(4, &mut budget, |id| {
             let layout = Layout::new(0, 24, 8, 0, &LIMITS)?;
             let storage = Storage::Packed { column: 0, live: 1 };
             let mut m = TlsModule::new(id, layout, KVVec::new(), storage);
@@ -215,16 +228,15 @@ mod tests {
         })?;
         let cur = kernel::current!();
         let mut t = Thread::new(&cur, 0x7f00_0000_1000);
-        t.reserve(id.index)?;
+        t.reserve(id.index, &mut budget)?;
         t.set(id.index, 0x7f00_0001_0000, 24);
         t.lookups = 7;
         if let Some(b) = t.block_mut(id.index) {
             b.lookups = 5;
         }
         let mut threads = Threads::new();
-        threads.insert(42, t)?;
+        threads.insert(42, t, &mut budget)?;
         let rows = PackedRows::new(&LIMITS)?;
-        let budget = Budget::new(&LIMITS);
         let totals = Totals {
             lookups: 9,
             thread_exits: 2,

@@ -7,13 +7,21 @@
 //! later task with the same tid is told apart (task identity, not tid, decides whose blocks these
 //! are) and the exit of the task can be seen from its flags without any hook into the exit path.
 
-use core::ptr;
+use core::{
+    mem::size_of,
+    ptr, //
+};
 
 use kernel::{
     bindings,
     prelude::*,
     sync::aref::ARef,
     task::Task, //
+};
+
+use crate::budget::{
+    self,
+    Budget, //
 };
 
 /// One thread's block of one module.
@@ -90,14 +98,24 @@ impl Thread {
         Some(self.block(index)?.addr)
     }
 
-    /// Makes room for a block at `index`, the only allocation of this table, so that `set`
-    /// cannot fail after the block has been allocated.
-    pub(crate) fn reserve(&mut self, index: u32) -> Result {
+    /// Makes room for a block at `index`, the only allocation of this table, charged to
+    /// `budget`, so that `set` cannot fail after the block has been allocated. The table is as
+    /// long as the highest index the thread has touched: `EDQUOT` when the user's quota has no
+    /// room for it.
+    pub(crate) fn reserve(&mut self, index: u32, budget: &mut Budget) -> Result {
         let want = index as usize + 1;
-        if self.blocks.len() < want {
-            self.blocks.resize(want, None, GFP_KERNEL)?;
+        let len = self.blocks.len();
+        if len < want {
+            budget.reserve(&mut self.blocks, want - len)?;
+            // No allocation: the room was made above.
+            self.blocks.resize(want, None, GFP_KERNEL_ACCOUNT)?;
         }
         Ok(())
+    }
+
+    /// Bytes of kernel memory the table keeps, besides the `Thread` itself.
+    pub(crate) fn kernel_bytes(&self) -> u64 {
+        budget::alloc_size(self.blocks.capacity() * size_of::<Option<Block>>()) as u64
     }
 
     /// Records a new block; `reserve(index)` must have succeeded.
@@ -110,9 +128,13 @@ impl Thread {
         }
     }
 
-    /// Records a block inherited over fork (not a first-touch allocation).
+    /// Records a block inherited over fork (not a first-touch allocation). The table of a
+    /// forked child is charged as a whole, by whoever keeps it (`kernel_bytes`).
     pub(crate) fn inherit(&mut self, index: u32, addr: usize, bytes: usize) -> Result {
-        self.reserve(index)?;
+        let want = index as usize + 1;
+        if self.blocks.len() < want {
+            self.blocks.resize(want, None, GFP_KERNEL_ACCOUNT)?;
+        }
         self.set(index, addr, bytes);
         self.allocs -= 1;
         Ok(())

@@ -8,7 +8,10 @@
 //! whenever the counters are read (`INFO`, `STATS`, fdinfo), and a new task that reuses a tid
 //! never sees the table of the task that had it before.
 
+use core::mem::size_of;
+
 use kernel::{
+    bindings,
     prelude::*,
     rbtree::RBTree,
     task::{
@@ -18,9 +21,18 @@ use kernel::{
 };
 
 use crate::arch;
+use crate::budget::{
+    self,
+    Budget, //
+};
 use crate::registry::Registry;
 use crate::rows::PackedRows;
 use crate::thread::Thread;
+
+/// Kernel memory of one table in the tree, besides its blocks: the `Thread` in its tree node.
+fn node_bytes() -> usize {
+    budget::alloc_size(size_of::<Thread>() + size_of::<bindings::rb_node>() + size_of::<Pid>())
+}
 
 /// The tables of one context's threads.
 pub(crate) struct Threads {
@@ -54,20 +66,37 @@ impl Threads {
         self.tree.values()
     }
 
-    /// Adds the table of a thread that has none (a forked child's, adopted).
-    pub(crate) fn insert(&mut self, tid: Pid, t: Thread) -> Result {
-        self.tree.try_create_and_insert(tid, t, GFP_KERNEL)?;
+    /// Adds the table `t` of a thread that has none (a new one, or a forked child's, adopted),
+    /// charging it and its node to `budget`.
+    pub(crate) fn insert(&mut self, tid: Pid, t: Thread, budget: &mut Budget) -> Result {
+        let bytes = node_bytes() + t.kernel_bytes() as usize;
+        budget.charge_kernel(bytes)?;
+        if let Err(e) = self.tree.try_create_and_insert(tid, t, GFP_KERNEL_ACCOUNT) {
+            budget.uncharge_kernel(bytes);
+            return Err(e.into());
+        }
         Ok(())
     }
 
+    /// Gives back the blocks of the table `t` of a thread that is gone, and its charge.
+    fn reclaim(t: &Thread, registry: &mut Registry, rows: &mut PackedRows, budget: &mut Budget) {
+        registry.reclaim(rows, t);
+        budget.uncharge_kernel(node_bytes() + t.kernel_bytes() as usize);
+    }
+
     /// Reclaims the tables of every thread that has exited; returns how many there were.
-    pub(crate) fn sweep(&mut self, registry: &mut Registry, rows: &mut PackedRows) -> u64 {
+    pub(crate) fn sweep(
+        &mut self,
+        registry: &mut Registry,
+        rows: &mut PackedRows,
+        budget: &mut Budget,
+    ) -> u64 {
         let mut exits = 0;
         let mut cursor = self.tree.cursor_front_mut();
         while let Some(c) = cursor {
             if c.current().1.exited() {
                 let (next, node) = c.remove_current();
-                registry.reclaim(rows, &node.to_key_value().1);
+                Self::reclaim(&node.to_key_value().1, registry, rows, budget);
                 exits += 1;
                 cursor = next;
             } else {
@@ -85,6 +114,7 @@ impl Threads {
         tid: Pid,
         registry: &mut Registry,
         rows: &mut PackedRows,
+        budget: &mut Budget,
         exits: &mut u64,
     ) -> Result {
         if matches!(self.tree.get(&tid), Some(t) if t.is(task)) {
@@ -92,12 +122,12 @@ impl Threads {
         }
         // A table under this tid belongs to an earlier task, which has exited.
         if let Some(old) = self.tree.remove(&tid) {
-            registry.reclaim(rows, &old);
+            Self::reclaim(&old, registry, rows, budget);
             *exits += 1;
         }
         // A new thread: a good time to reclaim those that are gone.
-        *exits += self.sweep(registry, rows);
-        self.insert(tid, Thread::new(task, arch::current_fsbase()))
+        *exits += self.sweep(registry, rows, budget);
+        self.insert(tid, Thread::new(task, arch::current_fsbase()), budget)
     }
 
     /// Forgets every thread's block of the module at `index`, of `memsz` bytes (it is gone).

@@ -9,7 +9,7 @@
  *  - images: the scenario first seen: 30 fds, 16 images of 1 MiB on each (backed by the zero
  *    page, so they cost the user nothing) and one failing mmap per fd;
  *  - tables: 30 fds with 1024 small modules each, and 128 threads that touch the last module of
- *    every fd (the threads' tables, indexed by module slot).
+ *    every fd (the threads' tables, indexed by module index).
  * A refused request is fine (the caps are there to refuse them): its errno is counted and shown.
  * Also here: a failed mmap of the cache leaves nothing allocated.
  */
@@ -140,7 +140,7 @@ static void *touch_last(void *arg)
 	return NULL;
 }
 
-/* The second scenario: per-thread tables indexed by module slot. */
+/* The second scenario: per-thread tables indexed by module index. */
 static int pin_tables(void)
 {
 	static __u64 ids[NFDS][NMODULES];
