@@ -7,13 +7,20 @@
 //! with `EPERM` before anything of the context is read or changed (the command's own input has
 //! been read and checked by then, `uapi::read_input`). Everything mutable sits behind one mutex,
 //! the only lock of the slow path. Lock order: the context mutex, then the mmap lock (taken by
-//! `vm_mmap` and by faults while a block is initialised) or the cache's spinlock; nothing here
-//! runs with the mmap lock held.
+//! `vm_mmap` and by faults while a block is initialised), the cache's spinlock, the fork log's or
+//! the fdinfo summary's; nothing here runs with the mmap lock held. Since a first touch holds the
+//! mutex across a fault, nothing that another process does waits for it: fdinfo shows a summary
+//! published under a spinlock while it is taken, and a forked child adopts a snapshot made for it
+//! before the parent's change began.
+//!
+//! Every change of the state (a registration, an unregistration, a new thread's table, a first
+//! touch, a reclamation) goes through `change`, which first keeps, for every child forked since
+//! the previous change, the state it will adopt (`fork_log.rs`).
 //!
 //! This file wires the commands to the state; the policies live below it: where blocks come from
-//! (`block.rs`), what memory a context may use (`budget.rs`), when threads are found gone
-//! (`threads.rs`), what a forked child inherits (`fork.rs`), and how the counters are read
-//! (`stats.rs`).
+//! (`block.rs`), what memory a context may use (`budget.rs`, `quota.rs`), when threads are found
+//! gone (`threads.rs`), what a forked child inherits (`fork.rs`) and as of when (`fork_log.rs`),
+//! and how the counters are read (`stats.rs`).
 
 use core::{
     mem::size_of,
@@ -47,7 +54,6 @@ use kernel::{
     },
 };
 
-use crate::arch;
 use crate::budget::{
     self,
     Budget, //
@@ -58,20 +64,31 @@ use crate::cache::{
 };
 use crate::exit_hook;
 use crate::fork;
+use crate::fork_log::{
+    ForkLog,
+    Snapshot, //
+};
 use crate::layout::Layout;
 use crate::limits::{
     self,
     LIMITS, //
 };
-use crate::quota::ContextSlot;
+use crate::quota::{
+    Charge,
+    ContextSlot, //
+};
 use crate::registry::Registry;
 use crate::rows::PackedRows;
 use crate::stats::{
     Identity,
+    Summary,
     Totals,
     View, //
 };
-use crate::threads::Threads;
+use crate::threads::{
+    self,
+    Threads, //
+};
 use crate::uapi::*;
 use crate::usermem::OwnerMm;
 
@@ -92,12 +109,17 @@ pub(crate) struct Context {
     /// The address space this context serves; the reference (`mmgrab`) keeps the pointer from
     /// being reused, so comparing it with `current->mm` is an identity check.
     mm: ARef<Mm>,
-    /// The process that opened the context, for diagnostics.
-    tgid: Pid,
+    /// The thread group leader of the process that opened the context, for diagnostics.
+    leader: ARef<Task>,
     /// `KSTLS_MODE_*` set by `SET_MODE` (read without the lock by `mmap`).
     mode: AtomicU32,
     /// The fast-path cache, made by the first `mmap`.
     cache: SetOnce<Arc<Cache>>,
+    /// The forks of the process, for `ADOPT`; its epoch counts the changes of `inner`.
+    forks: Arc<ForkLog>,
+    /// What fdinfo shows while `inner` is locked: it never waits for the lock.
+    #[pin]
+    summary: Summary,
     #[pin]
     inner: Mutex<Inner>,
     /// The context's place in its user's quota; dropped last, after everything it paid for.
@@ -130,17 +152,20 @@ impl Context {
         let cur = kernel::current!();
         // Kernel threads have no address space to put blocks in.
         let mm: ARef<Mm> = ARef::from(&**cur.mm().ok_or(EINVAL)?);
-        let tgid = cur.tgid();
+        let leader = ARef::from(cur.group_leader());
         let rows = PackedRows::new(&LIMITS)?;
         let user = ContextSlot::open(limits::max_user_bytes())?;
         let mut budget = Budget::new(&LIMITS, user.quota());
-        // The context itself is kernel memory its user keeps.
-        budget.charge_kernel(budget::alloc_size(size_of::<Self>()))?;
+        // The context itself is kernel memory its user keeps, and so is its fork log.
+        budget.charge_kernel(budget::alloc_size(size_of::<Self>()) + ForkLog::kernel_bytes())?;
+        let forks = ForkLog::new(mm.as_raw() as usize)?;
         Ok(try_pin_init!(Self {
             mm,
-            tgid,
+            leader,
             mode: AtomicU32::new(0),
             cache: SetOnce::new(),
+            forks,
+            summary <- Summary::new(),
             inner <- new_mutex!(Inner {
                 registry: Registry::new(),
                 threads: Threads::new(),
@@ -173,6 +198,36 @@ impl Context {
         OwnerMm::check(&self.mm).ok_or(EPERM)
     }
 
+    /// Starts a change of the state `g` (under the lock): every child forked since the last
+    /// change, which has not adopted yet, first gets its snapshot of the state as it is, so that
+    /// it never adopts a later one (`fork_log.rs`). The change ends when the guard is dropped.
+    fn change(&self, g: &Inner) -> Result<Change<'_>> {
+        let mut pending = self.forks.begin_change()?;
+        let change = Change { log: &self.forks };
+        for (id, forker, child) in pending.wanted.drain_all() {
+            let snapshot =
+                fork::inherit(&g.registry, &g.threads, &g.rows, &g.budget, forker, &child)
+                    .and_then(|state| {
+                        let charge = Charge::new(g.budget.quota(), state.kernel_total())?;
+                        Ok(KBox::new(
+                            Snapshot {
+                                state,
+                                _charge: charge,
+                            },
+                            GFP_KERNEL_ACCOUNT,
+                        )?)
+                    });
+            self.forks.attach(id, snapshot);
+        }
+        Ok(change)
+    }
+
+    /// Publishes the figures of `g` for fdinfo, before the lock may be held across a fault and
+    /// before it is let go.
+    fn publish(&self, g: &Inner) {
+        self.summary.publish(&g.view());
+    }
+
     /// `KSTLS_IOC_REGISTER`: validates the descriptor, snapshots the image, returns the id.
     pub(crate) fn register(&self, r: &kstls_register) -> Result<u64> {
         let _owner = self.owner()?;
@@ -185,20 +240,25 @@ impl Context {
             .read_all(&mut image, GFP_KERNEL_ACCOUNT)?;
 
         let mut g = self.inner.lock();
+        let _change = self.change(&g)?;
         let Inner {
             registry,
             rows,
             budget,
             ..
         } = &mut *g;
-        let id = registry.add(LIMITS.max_modules, layout, image, rows, budget)?;
-        Ok(id.encode())
+        let id = registry.add(LIMITS.max_modules, layout, image, rows, budget);
+        self.publish(&g);
+        Ok(id?.encode())
     }
 
     /// `KSTLS_IOC_UNREGISTER`: frees every thread's block of the module and its storage.
     pub(crate) fn unregister(&self, id: u64) -> Result {
         let owner = self.owner()?;
         let mut guard = self.inner.lock();
+        // Checked before the change begins: an unknown id changes nothing.
+        guard.registry.get(id)?;
+        let change = self.change(&guard)?;
         let g = &mut *guard;
         let mut m = g.registry.remove(id)?;
         if let Some(c) = self.cache.as_ref() {
@@ -216,6 +276,8 @@ impl Context {
             g.rows.unmap_all(&mut g.budget, &owner);
         }
         g.budget.uncharge_image(m.layout.filesz);
+        drop(change);
+        self.publish(&guard);
         drop(guard);
         // The snapshot is freed here, after the lock is dropped.
         drop(m);
@@ -241,6 +303,18 @@ impl Context {
         if offset >= memsz as u64 {
             return Err(EINVAL);
         }
+        // A new thread's table, or a first touch: a change. A lookup changes only counters.
+        let changes = !inner.threads.has(task, pid)
+            || inner
+                .threads
+                .get(pid)
+                .and_then(|t| t.block(index))
+                .is_none();
+        let _change = if changes {
+            Some(self.change(inner)?)
+        } else {
+            None
+        };
         inner.threads.enter(
             task,
             pid,
@@ -249,6 +323,10 @@ impl Context {
             &mut inner.budget,
             &mut inner.totals.thread_exits,
         )?;
+        if changes {
+            // A first touch may map memory and fault on the block: fdinfo shows this meanwhile.
+            self.publish(inner);
+        }
         let Inner {
             registry,
             threads,
@@ -293,37 +371,59 @@ impl Context {
                 totals.fills += 1;
             }
         }
+        if changes {
+            self.publish(&g);
+        } else {
+            self.summary.publish_totals(&g.totals);
+        }
         // Cannot overflow: `offset < memsz` and the block lies inside a mapping.
         Ok((block + offset as usize) as u64)
     }
 
-    /// `KSTLS_IOC_ADOPT`: takes over, in a forked child, what `parent` (the context of the
-    /// process that forked it) had for the forking thread.
+    /// `KSTLS_IOC_ADOPT`: takes over, in a forked child, what its forking thread had in `parent`
+    /// (the context of the process that forked it) at the fork: a snapshot made before the
+    /// parent's first change since, or the parent's state if it has not changed.
     pub(crate) fn adopt(&self, parent: &Context) -> Result {
         let _owner = self.owner()?;
         fork::may_adopt(&self.mm, &parent.mm)?;
         let cur = kernel::current!();
         let task: &Task = &cur;
+        // Checked before the fork's record is taken, so that the child may still adopt into a
+        // fresh context: only a child forked from the context may adopt it, into a context
+        // that nothing has used yet.
+        if !parent.forks.has(task) {
+            return Err(EPERM);
+        }
+        self.check_fresh()?;
 
-        // The child's state is built under the parent's lock alone; the two context locks are
-        // never held together.
-        let child = {
-            let g = parent.inner.lock();
-            fork::inherit(
-                &g.registry,
-                &g.threads,
-                &g.rows,
-                &g.budget,
-                task,
-                arch::current_fsbase(),
-            )?
+        // A snapshot is taken without the parent's lock, which a change may hold across a
+        // fault; else the parent's state is read under its lock alone (the two context locks
+        // are never held together).
+        let child = match parent.forks.take(task, true) {
+            Some(rec) => adopted(rec.snapshot)?,
+            None => {
+                let g = parent.inner.lock();
+                // No change is under way while the lock is held: the epoch is even.
+                let rec = parent.forks.take(task, false).ok_or(EPERM)?;
+                match rec.snapshot {
+                    None if rec.epoch == parent.forks.epoch() => fork::inherit(
+                        &g.registry,
+                        &g.threads,
+                        &g.rows,
+                        &g.budget,
+                        rec.forker,
+                        task,
+                    )?,
+                    None => return Err(ESTALE),
+                    snapshot => adopted(snapshot)?,
+                }
+            }
         };
 
         let mut guard = self.inner.lock();
+        Self::fresh(&guard)?;
+        let _change = self.change(&guard)?;
         let g = &mut *guard;
-        if g.registry.len() != 0 || !g.threads.is_empty() {
-            return Err(EINVAL);
-        }
         let before = g.budget.inherit(child.mapped, child.images, child.kernel)?;
         if let Err(e) = g.threads.insert(task.pid(), child.thread, &mut g.budget) {
             g.budget.undo_inherit(before);
@@ -331,7 +431,21 @@ impl Context {
         }
         g.registry = child.registry;
         g.rows = child.rows;
+        self.publish(g);
         Ok(())
+    }
+
+    /// `EINVAL` unless the state `g` is that of a context nothing has used yet.
+    fn fresh(g: &Inner) -> Result {
+        if g.registry.len() != 0 || !g.threads.is_empty() {
+            return Err(EINVAL);
+        }
+        Ok(())
+    }
+
+    /// The same, under the context's lock.
+    fn check_fresh(&self) -> Result {
+        Self::fresh(&self.inner.lock())
     }
 
     /// `KSTLS_IOC_SET_MODE`, with `mode` made only of known bits.
@@ -378,35 +492,75 @@ impl Context {
     pub(crate) fn info(&self) -> Result<kstls_info> {
         let _owner = self.owner()?;
         let mut g = self.inner.lock();
-        g.sweep();
+        self.sweep(&mut g)?;
         Ok(g.view().info(self.strict()))
+    }
+
+    /// Reclaims the tables of the threads that have exited, if any: a change.
+    fn sweep(&self, g: &mut Inner) -> Result {
+        if g.threads.any_exited() {
+            let _change = self.change(g)?;
+            g.sweep();
+            self.publish(g);
+        }
+        Ok(())
     }
 
     /// `KSTLS_IOC_STATS`: counters, optionally narrowed to a module and/or a thread.
     pub(crate) fn stats(&self, q: &kstls_stats) -> Result<kstls_stats> {
         let _owner = self.owner()?;
         let tid = Pid::try_from(q.tid).map_err(|_| EINVAL)?;
+        // The caller names the thread as its pid namespace does; the tables are by global tid.
+        let global = match tid {
+            0 => 0,
+            t => threads::global_tid(t).unwrap_or(threads::NO_THREAD),
+        };
         let mut g = self.inner.lock();
-        g.sweep();
-        g.view().stats(q.module, tid)
+        self.sweep(&mut g)?;
+        let mut out = g.view().stats(q.module, global)?;
+        out.tid = q.tid;
+        Ok(out)
     }
 
-    /// `/proc/<pid>/fdinfo/<fd>`: the state of the context, readable by an operator.
+    /// `/proc/<pid>/fdinfo/<fd>`: the state of the context, readable by an operator. Never
+    /// waits for the context lock, which a first touch may hold across a fault: while it is
+    /// taken, the figures last published are shown instead (`busy: 1`).
     pub(crate) fn show(&self, m: &SeqFile) {
-        let mut g = self.inner.lock();
-        g.sweep();
+        let cur = kernel::current!();
         let id = Identity {
-            tgid: self.tgid,
+            // As the reader's pid namespace numbers it: a container is not shown a host pid.
+            tgid: self.leader.tgid_nr_ns(cur.active_pid_ns()),
             strict: self.strict(),
             cached_threads: self.cache.as_ref().map_or(0, |c| c.cached_threads()),
         };
-        g.view().show(m, &id);
+        match self.inner.try_lock() {
+            Some(g) => g.view().show(m, &id),
+            None => self.summary.show(m, &id),
+        }
     }
+}
+
+/// A change of a context under way (`Context::change`), ended when this is dropped.
+struct Change<'a> {
+    log: &'a ForkLog,
+}
+
+impl Drop for Change<'_> {
+    fn drop(&mut self) {
+        self.log.end_change();
+    }
+}
+
+/// What a child adopts from a snapshot made for it: the state, or why it could not be made.
+fn adopted(snapshot: Option<Result<KBox<Snapshot>>>) -> Result<fork::Inheritance> {
+    let s = snapshot.ok_or(ESTALE)??;
+    Ok(KBox::into_inner(s).state)
 }
 
 #[pinned_drop]
 impl PinnedDrop for Context {
     fn drop(self: Pin<&mut Self>) {
+        self.forks.remove();
         if let Some(c) = self.cache.as_ref() {
             exit_hook::remove_cache(c);
         }

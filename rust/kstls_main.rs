@@ -119,6 +119,7 @@ mod cache;
 mod context;
 mod exit_hook;
 mod fork;
+mod fork_log;
 mod layout;
 mod limits;
 mod pool;
@@ -128,6 +129,7 @@ mod rows;
 mod stats;
 mod thread;
 mod threads;
+mod tracepoint;
 mod uapi;
 mod usermem;
 
@@ -161,15 +163,18 @@ module! {
 struct KstlsDriver {
     #[pin]
     _miscdev: MiscDeviceRegistration<KstlsDevice>,
-    /// Dropped after the device is gone, so no context can still need it.
+    /// Dropped after the device is gone, so no context can still need them.
     _exit_hook: exit_hook::ExitHook,
+    _fork_hook: fork_log::ForkHook,
 }
 
 impl kernel::InPlaceModule for KstlsDriver {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         exit_hook::init_caches();
         quota::init();
+        fork_log::init();
         let hook = exit_hook::ExitHook::new();
+        let fork_hook = fork_log::ForkHook::new();
         pr_info!(
             "ABI {}, /dev/kstls ready, cache {}\n",
             KSTLS_ABI_VERSION,
@@ -178,6 +183,7 @@ impl kernel::InPlaceModule for KstlsDriver {
         try_pin_init!(Self {
             _miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"kstls" }),
             _exit_hook: hook,
+            _fork_hook: fork_hook,
         })
     }
 }

@@ -68,6 +68,11 @@ impl Thread {
         }
     }
 
+    /// The address of the table's task, for comparing with a task recorded elsewhere.
+    pub(crate) fn task_addr(&self) -> usize {
+        self.task.as_ptr() as usize
+    }
+
     /// Whether this table belongs to `task` (and not to an earlier task with the same tid).
     pub(crate) fn is(&self, task: &Task) -> bool {
         *self.task == *task

@@ -5,8 +5,9 @@
 //! One `Threads` per context, behind the context lock. Thread exit is detected by the driver
 //! itself: each `Thread` holds a reference to its task, a table whose task has `PF_EXITING` is
 //! reclaimed (its blocks go back to their storage) whenever a new thread makes its first call and
-//! whenever the counters are read (`INFO`, `STATS`, fdinfo), and a new task that reuses a tid
-//! never sees the table of the task that had it before.
+//! whenever the counters are read (`INFO`, `STATS`; fdinfo only shows them), and a new task that
+//! reuses a tid never sees the table of the task that had it before. Tables are kept by global
+//! tid; a tid from user space is the caller's pid namespace's, and `global_tid` translates it.
 
 use core::mem::size_of;
 
@@ -14,6 +15,7 @@ use kernel::{
     bindings,
     prelude::*,
     rbtree::RBTree,
+    sync::rcu,
     task::{
         Pid,
         Task, //
@@ -28,6 +30,28 @@ use crate::budget::{
 use crate::registry::Registry;
 use crate::rows::PackedRows;
 use crate::thread::Thread;
+
+/// A tid that no thread has (pids stay below `PID_MAX_LIMIT`, 2^22): what `global_tid` gives
+/// way to for a thread the caller's namespace does not know.
+pub(crate) const NO_THREAD: Pid = Pid::MAX;
+
+/// The global tid (the one the tables are kept by) of the thread that the calling task's pid
+/// namespace numbers `vtid`, if there is one.
+pub(crate) fn global_tid(vtid: Pid) -> Option<Pid> {
+    let _rcu = rcu::read_lock();
+    // SAFETY: `find_vpid` looks `vtid` up in the calling task's active pid namespace and must run
+    // under the RCU read lock, which is held; so must `pid_task`, whose result, if not null, is a
+    // task that stays valid until the lock is dropped, and of which only the `pid` word (the
+    // global tid, fixed for its life) is read.
+    unsafe {
+        let pid = bindings::find_vpid(vtid);
+        if pid.is_null() {
+            return None;
+        }
+        let task = bindings::pid_task(pid, bindings::pid_type_PIDTYPE_PID);
+        (!task.is_null()).then(|| (*task).pid)
+    }
+}
 
 /// Kernel memory of one table in the tree, besides its blocks: the `Thread` in its tree node.
 fn node_bytes() -> usize {
@@ -64,6 +88,16 @@ impl Threads {
     /// Every table.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Thread> {
         self.tree.values()
+    }
+
+    /// Whether `task`, whose tid is `tid`, has its own table.
+    pub(crate) fn has(&self, task: &Task, tid: Pid) -> bool {
+        matches!(self.tree.get(&tid), Some(t) if t.is(task))
+    }
+
+    /// Whether some table is of a thread that has exited (a sweep would reclaim it).
+    pub(crate) fn any_exited(&self) -> bool {
+        self.tree.values().any(|t| t.exited())
     }
 
     /// Adds the table `t` of a thread that has none (a new one, or a forked child's, adopted),

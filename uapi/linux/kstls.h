@@ -143,13 +143,21 @@ struct kstls_stats {
 
 /*
  * KSTLS_IOC_ADOPT: after fork, give the child's fresh context (the fd this is called on, opened
- * by the child) what the parent's context had for the forking thread: the same module ids and the
- * same block addresses, which in the child are the copies fork made, so every TLS variable keeps
- * its value; the blocks of the parent's other threads become free for reuse in the child. Only a
- * child of the process that owns the parent's context may adopt it; the parent is not changed.
- * Errors: EBADF @parent_fd is not open; EINVAL it is not a kstls fd, non-zero reserved, or this
- * context already has modules or threads; EPERM the caller is not a child of the owner, or the
- * parent has exited.
+ * by the child) what the parent's context had for the forking thread at the moment of the fork:
+ * the same module ids and the same block addresses, which in the child are the copies fork made,
+ * so every TLS variable keeps its value; the blocks of the parent's other threads become free for
+ * reuse in the child. Nothing the parent registers, unregisters or touches after the fork reaches
+ * the child: the kernel records every fork of a process that has a context (a probe on the
+ * sched_process_fork tracepoint), and before the parent's first change since a fork it keeps, for
+ * each child that has not adopted yet, the state that child will adopt. A fork is adopted once;
+ * the parent is not changed. Up to 64 forks per context may await adoption at a time.
+ * Errors: EBADF @parent_fd is not open; EINVAL it is not a kstls fd, it is the caller's own
+ * process's, non-zero reserved, or this context already has modules or threads; EPERM the caller
+ * was not forked from that context while it existed (a child forked before it was opened, or
+ * given the fd through SCM_RIGHTS), has exec'd since, or has adopted that fork already; ESTALE
+ * the state at the fork cannot be had: the parent was changing its context (on another thread)
+ * while it forked; EDQUOT the user's quota has no room for the child's state (or had none for the
+ * copy kept for it).
  */
 struct kstls_adopt {
 	__u32 parent_fd;	/* in: the fd of the parent's context, inherited over fork */
