@@ -165,8 +165,6 @@ struct State {
 pub(crate) struct Cache {
     /// The mapped memory, zeroed vmalloc pages, as words readers load concurrently.
     mem: VVec<AtomicU64>,
-    /// The address space of the owning process (identity only), for the exit probe.
-    pub(crate) mm: usize,
     threads: usize,
     #[pin]
     state: SpinLock<State>,
@@ -175,10 +173,8 @@ pub(crate) struct Cache {
 }
 
 impl Cache {
-    /// A cache for `threads` threads of the process whose mm is `mm`, charged to `quota`
-    /// (`EDQUOT` when it has no room for it).
+    /// A cache for `threads` threads, charged to `quota` (`EDQUOT` when it has no room for it).
     pub(crate) fn new(
-        mm: usize,
         threads: usize,
         strict: bool,
         quota: &Arc<UserQuota>,
@@ -218,7 +214,6 @@ impl Cache {
         }
         Ok(try_pin_init!(Self {
             mem,
-            mm,
             threads,
             state <- new_spinlock!(State {
                 owners,
@@ -293,8 +288,9 @@ impl Cache {
     }
 
     /// Records, for the thread `task` with thread pointer `tp`, that module `id` (at `index`,
-    /// the id's low half) has its block at `block`. Returns whether the entry was published:
-    /// not when the thread cannot be cached (strict mode, a shared thread pointer, a full cache).
+    /// the id's low half) has its block at `block`. Returns the thread's slot if the entry was
+    /// published: not when the thread cannot be cached (strict mode, a shared thread pointer, a
+    /// full cache). The caller records the slot where the exit probe finds it (`exit_hook.rs`).
     ///
     /// `task` must be the running thread and `tp` its thread pointer, since it publishes `tp`
     /// (see this file's doc). `cached` is the thread's own record of the thread pointer it was
@@ -309,13 +305,13 @@ impl Cache {
         id: u64,
         index: u32,
         block: usize,
-    ) -> bool {
+    ) -> Option<usize> {
         if tp == 0 || tp == TP_SHARED {
-            return false;
+            return None;
         }
         let mut st = self.state.lock();
         if st.strict {
-            return false;
+            return None;
         }
         if *cached != 0 && *cached != tp {
             if let Some(old) = Self::slot_of(&st, task, *cached) {
@@ -343,14 +339,14 @@ impl Cache {
                     self.retire_slot(&mut st, i, TP_SHARED, Self::dtv_offset(self.threads));
                     st.owners[i] = POISONED;
                 }
-                return false;
+                return None;
             }
         }
         let slot = match mine {
             Some(i) => i,
             None => {
                 let (Some(i), Some(d)) = (free, st.free_dtvs.pop()) else {
-                    return false;
+                    return None;
                 };
                 st.owners[i] = task;
                 st.keys[i] = tp;
@@ -366,18 +362,17 @@ impl Cache {
             .store(block as u64, Ordering::Relaxed);
         self.word(entry + ENTRY_MODULE).store(id, Ordering::Release);
         *cached = tp;
-        true
+        Some(slot)
     }
 
-    /// Forgets the thread `task` (it is exiting) before its thread pointer can be reused.
-    pub(crate) fn forget_task(&self, task: usize, tp: u64) {
+    /// Forgets the thread `task` (it is leaving the address space: exiting, or exec'ing) before
+    /// its thread pointer can be reused, from the slot `fill` last returned for it. The slot may
+    /// have been taken from it since (a shared thread pointer, strict mode): then there is
+    /// nothing to forget. One slot is looked at, whatever the size of the cache.
+    pub(crate) fn forget_slot(&self, task: usize, slot: usize) {
         let mut st = self.state.lock();
-        // The thread may have changed its thread pointer since it was cached: look everywhere
-        // (`fill` keeps one slot per task).
-        let hit =
-            Self::slot_of(&st, task, tp).or_else(|| st.owners.iter().position(|&o| o == task));
-        if let Some(i) = hit {
-            self.clear_slot(&mut st, i);
+        if st.owners.get(slot) == Some(&task) {
+            self.clear_slot(&mut st, slot);
         }
     }
 
@@ -497,10 +492,10 @@ mod tests {
     fn fill_forget_and_strict() -> Result {
         let (mut ca, mut cc) = (0u64, 0u64);
         let u = user()?;
-        let c = KBox::pin_init(Cache::new(0x1000, 4, false, u.quota())?, GFP_KERNEL)?;
+        let c = KBox::pin_init(Cache::new(4, false, u.quota())?, GFP_KERNEL)?;
         let tp = 0x7f00_0000_1000u64;
         let id = (1u64 << 32) | 3;
-        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000));
+        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000).is_some());
         let home = hash(tp);
         assert_eq!(c.slot_word(home, SLOT_TP).load(Ordering::Relaxed), tp);
         let dtv = c.slot_word(home, SLOT_DTV).load(Ordering::Relaxed) as usize;
@@ -510,22 +505,22 @@ mod tests {
         c.forget_module(id, 3);
         assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), 0);
         assert_eq!(c.word(dtv + 3 * 16 + 8).load(Ordering::Relaxed), 0);
-        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000));
-        c.forget_task(0xaaaa, tp);
+        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000).is_some());
+        c.forget_slot(0xaaaa, hash(tp));
         assert_eq!(c.slot_word(home, SLOT_TP).load(Ordering::Relaxed), 0);
         assert_eq!(c.slot_word(home, SLOT_DTV).load(Ordering::Relaxed), 0);
         assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), 0);
         assert_eq!(c.cached_threads(), 0);
         c.set_strict(true);
         assert_eq!(c.cached_threads(), 0);
-        assert!(!c.fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000));
+        assert!(c.fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000).is_none());
         assert_eq!(c.cached_threads(), 0);
         assert_eq!(
             c.word(HEADER_MODE).load(Ordering::Relaxed),
             u64::from(KSTLS_MODE_STRICT)
         );
         c.set_strict(false);
-        assert!(c.fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000));
+        assert!(c.fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000).is_some());
         Ok(())
     }
 
@@ -533,14 +528,14 @@ mod tests {
     fn a_shared_thread_pointer_is_never_answered_again() -> Result {
         let (mut ca, mut cb) = (0u64, 0u64);
         let u = user()?;
-        let c = KBox::pin_init(Cache::new(0x1000, 4, false, u.quota())?, GFP_KERNEL)?;
+        let c = KBox::pin_init(Cache::new(4, false, u.quota())?, GFP_KERNEL)?;
         let tp = 0x7f00_0000_1000u64;
         let id = (1u64 << 32) | 3;
         let home = hash(tp);
-        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000));
+        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000).is_some());
         let dtv = c.slot_word(home, SLOT_DTV).load(Ordering::Relaxed) as usize;
         // Another task with the same thread pointer: the slot stops showing it, for good.
-        assert!(!c.fill(0xbbbb, tp, &mut cb, id, 3, 0x6000));
+        assert!(c.fill(0xbbbb, tp, &mut cb, id, 3, 0x6000).is_none());
         assert_eq!(
             c.slot_word(home, SLOT_TP).load(Ordering::Relaxed),
             TP_SHARED
@@ -549,11 +544,11 @@ mod tests {
         let empty = c.slot_word(home, SLOT_DTV).load(Ordering::Relaxed) as usize;
         assert_eq!(empty, Cache::dtv_offset(4));
         assert_eq!(c.word(empty + 3 * 16).load(Ordering::Relaxed), 0);
-        c.forget_task(0xaaaa, tp);
-        assert!(!c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000));
+        c.forget_slot(0xaaaa, hash(tp));
+        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000).is_none());
         c.set_strict(true);
         c.set_strict(false);
-        assert!(!c.fill(0xbbbb, tp, &mut cb, id, 3, 0x6000));
+        assert!(c.fill(0xbbbb, tp, &mut cb, id, 3, 0x6000).is_none());
         assert_eq!(
             c.slot_word(home, SLOT_TP).load(Ordering::Relaxed),
             TP_SHARED
@@ -566,16 +561,16 @@ mod tests {
     fn a_thread_that_moves_keeps_one_slot() -> Result {
         let mut ca = 0u64;
         let u = user()?;
-        let c = KBox::pin_init(Cache::new(0x1000, 4, false, u.quota())?, GFP_KERNEL)?;
+        let c = KBox::pin_init(Cache::new(4, false, u.quota())?, GFP_KERNEL)?;
         let (old, new) = (0x7f00_0000_1000u64, 0x7f00_4000_1000u64);
         let id = (1u64 << 32) | 3;
-        assert!(c.fill(0xaaaa, old, &mut ca, id, 3, 0x5000));
-        assert!(c.fill(0xaaaa, new, &mut ca, id, 3, 0x5000));
+        assert!(c.fill(0xaaaa, old, &mut ca, id, 3, 0x5000).is_some());
+        assert!(c.fill(0xaaaa, new, &mut ca, id, 3, 0x5000).is_some());
         assert_eq!(ca, new);
         assert_eq!(c.cached_threads(), 1);
         assert_eq!(c.slot_word(hash(old), SLOT_TP).load(Ordering::Relaxed), 0);
         assert_eq!(c.slot_word(hash(new), SLOT_TP).load(Ordering::Relaxed), new);
-        c.forget_task(0xaaaa, new);
+        c.forget_slot(0xaaaa, hash(new));
         assert_eq!(c.cached_threads(), 0);
         // Both entry pages are free again.
         for t in 0..4u64 {
@@ -586,7 +581,7 @@ mod tests {
                 id,
                 3,
                 0x9000
-            ));
+            ).is_some());
         }
         Ok(())
     }
@@ -595,11 +590,11 @@ mod tests {
     fn modules_of_one_index_share_an_entry() -> Result {
         let mut ca = 0u64;
         let u = user()?;
-        let c = KBox::pin_init(Cache::new(0x1000, 4, false, u.quota())?, GFP_KERNEL)?;
+        let c = KBox::pin_init(Cache::new(4, false, u.quota())?, GFP_KERNEL)?;
         let tp = 0x7f00_0000_2000u64;
         let (a, b) = ((1u64 << 32) | 3, (1u64 << 32) | (3 + DTV_ENTRIES as u64));
-        assert!(c.fill(0xaaaa, tp, &mut ca, a, 3, 0x5000));
-        assert!(c.fill(0xaaaa, tp, &mut ca, b, 3 + DTV_ENTRIES as u32, 0x6000));
+        assert!(c.fill(0xaaaa, tp, &mut ca, a, 3, 0x5000).is_some());
+        assert!(c.fill(0xaaaa, tp, &mut ca, b, 3 + DTV_ENTRIES as u32, 0x6000).is_some());
         let dtv = c.slot_word(hash(tp), SLOT_DTV).load(Ordering::Relaxed) as usize;
         // The last one filled holds the entry; forgetting the other leaves it.
         assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), b);
@@ -614,7 +609,7 @@ mod tests {
     #[test]
     fn full_cache_fills_nothing_more() -> Result {
         let u = user()?;
-        let c = KBox::pin_init(Cache::new(0x1000, 2, false, u.quota())?, GFP_KERNEL)?;
+        let c = KBox::pin_init(Cache::new(2, false, u.quota())?, GFP_KERNEL)?;
         let id = 1u64 << 32;
         for t in 0..4u64 {
             let published = c.fill(
@@ -625,7 +620,7 @@ mod tests {
                 0,
                 0x9000,
             );
-            assert_eq!(published, t < 2);
+            assert_eq!(published.is_some(), t < 2);
         }
         assert_eq!(c.cached_threads(), 2);
         Ok(())

@@ -62,7 +62,10 @@ use crate::cache::{
     self,
     Cache, //
 };
-use crate::exit_hook;
+use crate::exit_hook::{
+    self,
+    Room, //
+};
 use crate::fork;
 use crate::fork_log::{
     ForkLog,
@@ -85,6 +88,7 @@ use crate::stats::{
     Totals,
     View, //
 };
+use crate::thread::Thread;
 use crate::threads::{
     self,
     Threads, //
@@ -159,6 +163,7 @@ impl Context {
         // The context itself is kernel memory its user keeps, and so is its fork log.
         budget.charge_kernel(budget::alloc_size(size_of::<Self>()) + ForkLog::kernel_bytes())?;
         let forks = ForkLog::new(mm.as_raw() as usize)?;
+        let threads = Threads::new(mm.as_raw() as usize);
         Ok(try_pin_init!(Self {
             mm,
             leader,
@@ -168,7 +173,7 @@ impl Context {
             summary <- Summary::new(),
             inner <- new_mutex!(Inner {
                 registry: Registry::new(),
-                threads: Threads::new(),
+                threads,
                 rows,
                 budget,
                 totals: Totals::default(),
@@ -360,14 +365,7 @@ impl Context {
             totals.traps += 1;
         }
         if let (Some(c), Some(tp)) = (self.cache.as_ref(), tp) {
-            if c.fill(
-                task.as_ptr() as usize,
-                tp,
-                &mut t.cached_tp,
-                module,
-                index,
-                block,
-            ) {
+            if fill_cache(c, budget, t, task, tp, module, index, block) {
                 totals.fills += 1;
             }
         }
@@ -473,17 +471,10 @@ impl Context {
         if self.cache.as_ref().is_none() {
             // Every check first: a refused mapping makes no cache.
             cache::check_vma(vma, cache::size_for(threads).ok_or(ENOMEM)?)?;
-            let mm = self.mm.as_raw() as usize;
             let quota = self.user.quota();
-            let c = Arc::pin_init(
-                Cache::new(mm, threads, self.strict(), quota)?,
-                GFP_KERNEL_ACCOUNT,
-            )?;
-            exit_hook::add_cache(&c)?;
-            if let Err(c) = self.cache.populate(c.clone()).then_some(()).ok_or(c) {
-                // Another mmap made the cache first.
-                exit_hook::remove_cache(&c);
-            }
+            let c = Arc::pin_init(Cache::new(threads, self.strict(), quota)?, GFP_KERNEL_ACCOUNT)?;
+            // If another mmap made the cache first, this one goes: nothing refers to it yet.
+            self.cache.populate(c);
         }
         self.cache.as_ref().ok_or(ENOMEM)?.map(vma)
     }
@@ -549,6 +540,55 @@ impl Drop for Change<'_> {
     fn drop(&mut self) {
         self.log.end_change();
     }
+}
+
+/// Publishes, in the cache `c`, the block `block` of module `module` (at `index`) for the
+/// running thread `task` (table `t`, thread pointer `tp`), and records its slot where the exit
+/// probe finds it. A thread's first slot needs an entry in the probe's index, charged to
+/// `budget`: if it cannot be had, the thread is simply not cached. Returns whether the entry was
+/// published.
+#[expect(clippy::too_many_arguments)]
+fn fill_cache(
+    c: &Arc<Cache>,
+    budget: &mut Budget,
+    t: &mut Thread,
+    task: &Task,
+    tp: u64,
+    module: u64,
+    index: u32,
+    block: usize,
+) -> bool {
+    let bytes = Room::bytes();
+    let mut room = None;
+    if t.index_bytes == 0 {
+        if budget.charge_kernel(bytes).is_err() {
+            return false;
+        }
+        match Room::new() {
+            Ok(r) => room = Some(r),
+            Err(_) => {
+                budget.uncharge_kernel(bytes);
+                return false;
+            }
+        }
+    }
+    let task = task.as_ptr() as usize;
+    let Some(slot) = c.fill(task, tp, &mut t.cached_tp, module, index, block) else {
+        if room.is_some() {
+            budget.uncharge_kernel(bytes);
+        }
+        return false;
+    };
+    if t.cached_slot != Some(slot) {
+        if exit_hook::published(task, c, slot, &mut room) {
+            t.index_bytes = bytes;
+        }
+        t.cached_slot = Some(slot);
+    }
+    if room.is_some() {
+        budget.uncharge_kernel(bytes);
+    }
+    true
 }
 
 /// What a child adopts from a snapshot made for it: the state, or why it could not be made.

@@ -132,7 +132,7 @@ mod tests {
         let other: &Task = unsafe { &*(*cur.as_ptr()).real_parent.cast::<Task>() };
         let (forker_tp, other_tp) = (0x7f00_0000_1000u64, 0x7f00_0080_1000u64);
         let (forker_row, other_row) = (0x7f00_0010_0000usize, 0x7f00_0010_1000usize);
-        let mut threads = Threads::new();
+        let mut threads = Threads::new(0);
         for (pid, task, tp, row) in [
             (10, &*cur as &Task, forker_tp, forker_row),
             (11, other, other_tp, other_row),
@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(registry.get(id.encode())?.live(), 2);
         // A forking thread without a table (nobody has one here): the child inherits the
         // modules, no block.
-        let child = inherit(&registry, &Threads::new(), &rows, &budget, forker, &cur)?;
+        let child = inherit(&registry, &Threads::new(0), &rows, &budget, forker, &cur)?;
         assert_eq!(child.thread.nr_blocks, 0);
         assert_eq!(child.registry.get(id.encode())?.live(), 0);
         Ok(())

@@ -170,7 +170,7 @@ struct KstlsDriver {
 
 impl kernel::InPlaceModule for KstlsDriver {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        exit_hook::init_caches();
+        exit_hook::init();
         quota::init();
         fork_log::init();
         let hook = exit_hook::ExitHook::new();

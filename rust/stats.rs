@@ -327,7 +327,7 @@ mod tests {
         if let Some(b) = t.block_mut(id.index) {
             b.lookups = 5;
         }
-        let mut threads = Threads::new();
+        let mut threads = Threads::new(0);
         threads.insert(42, t, &mut budget)?;
         let rows = PackedRows::new(&LIMITS)?;
         let totals = Totals {

@@ -5,7 +5,8 @@
 //! One `Thread` per task of the owning process that has called `GET_ADDR` (or inherited a table
 //! over fork), kept in the context's `Threads` by tid. It holds a reference to its task, so a
 //! later task with the same tid is told apart (task identity, not tid, decides whose blocks these
-//! are) and the exit of the task can be seen from its flags without any hook into the exit path.
+//! are) and the exit of the task, or its exec, can be seen from the task itself without any hook
+//! into the exit path.
 
 use core::{
     mem::size_of,
@@ -24,6 +25,16 @@ use crate::budget::{
     Budget, //
 };
 
+/// Whether a task whose `exit_state` and `mm` are these has left the address space `mm` for good:
+/// it has exited and the exit probe has run (`exit_state` is set by `exit_notify()`, after the
+/// `sched_process_exit` tracepoint), or it has exec'd (its mm was replaced after the
+/// `sched_prepare_exec` tracepoint). `PF_EXITING` is not enough: it is set before the exit probe
+/// forgets the task's cache slot, and a block must not be freed while a slot may still answer it
+/// (the cache's rule: a block is freed only after its entries are zeroed).
+fn left(exit_state: c_int, task_mm: usize, mm: usize) -> bool {
+    exit_state != 0 || task_mm != mm
+}
+
 /// One thread's block of one module.
 #[derive(Clone, Copy)]
 pub(crate) struct Block {
@@ -40,6 +51,10 @@ pub(crate) struct Thread {
     pub(crate) fsbase: u64,
     /// The thread pointer the cache last published this thread under, 0: never (`Cache::fill`).
     pub(crate) cached_tp: u64,
+    /// The slot the cache last published this thread in, recorded for the exit probe.
+    pub(crate) cached_slot: Option<usize>,
+    /// Bytes charged for the thread's entry in the exit probe's index (0: it has none).
+    pub(crate) index_bytes: usize,
     blocks: KVec<Option<Block>>,
     /// The thread's row of packed blocks (`PackedRows`), once it has one.
     pub(crate) row: Option<usize>,
@@ -59,6 +74,8 @@ impl Thread {
             task: task.into(),
             fsbase,
             cached_tp: 0,
+            cached_slot: None,
+            index_bytes: 0,
             blocks: KVec::new(),
             row: None,
             nr_blocks: 0,
@@ -78,14 +95,20 @@ impl Thread {
         *self.task == *task
     }
 
-    /// Whether the task has begun to exit: it will never run user code again, so its blocks can
-    /// be reclaimed.
-    pub(crate) fn exited(&self) -> bool {
-        // SAFETY: `self.task` holds a reference, so the task struct is valid. `flags` is a plain
-        // word that the task updates about itself; a racy read can only see PF_EXITING late,
-        // which delays reclamation, never makes it early, since the flag is never cleared.
-        let flags = unsafe { ptr::read_volatile(&raw const (*self.task.as_ptr()).flags) };
-        flags & bindings::PF_EXITING != 0
+    /// Whether the task has left the context's address space `mm` for good, so that its blocks
+    /// can be reclaimed (`left`).
+    pub(crate) fn gone(&self, mm: usize) -> bool {
+        let t = self.task.as_ptr();
+        // SAFETY: `self.task` holds a reference, so the task struct is valid. `exit_state` and
+        // `mm` are words the task updates about itself; racy reads can only see a change late,
+        // which delays reclamation, never makes it early: neither goes back.
+        let (exit_state, task_mm) = unsafe {
+            (
+                ptr::read_volatile(&raw const (*t).exit_state),
+                ptr::read_volatile(&raw const (*t).mm) as usize,
+            )
+        };
+        left(exit_state, task_mm, mm)
     }
 
     /// The thread's block of the module at `index`, if it has one.
@@ -118,9 +141,11 @@ impl Thread {
         Ok(())
     }
 
-    /// Bytes of kernel memory the table keeps, besides the `Thread` itself.
+    /// Bytes of kernel memory the table keeps, besides the `Thread` itself: its blocks' buffer
+    /// and its entry in the exit probe's index.
     pub(crate) fn kernel_bytes(&self) -> u64 {
-        budget::alloc_size(self.blocks.capacity() * size_of::<Option<Block>>()) as u64
+        (budget::alloc_size(self.blocks.capacity() * size_of::<Option<Block>>()) + self.index_bytes)
+            as u64
     }
 
     /// Records a new block; `reserve(index)` must have succeeded.
@@ -159,5 +184,33 @@ impl Thread {
             .iter()
             .enumerate()
             .filter_map(|(i, b)| Some((i as u32, b.as_ref()?)))
+    }
+}
+
+#[kunit_tests(rust_kstls_thread)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exiting_task_is_gone_only_once_its_slot_is_forgotten() {
+        let mm = 0xffff_8880_0000_1000usize;
+        // PF_EXITING is set and the exit probe has not run yet: no exit state, the same mm.
+        assert!(!left(0, mm, mm));
+        // exit_notify() has run (after the probe): EXIT_ZOMBIE, then EXIT_DEAD.
+        assert!(left(bindings::EXIT_ZOMBIE as c_int, mm, mm));
+        assert!(left(bindings::EXIT_DEAD as c_int, 0, mm));
+    }
+
+    #[test]
+    fn a_task_that_execd_is_gone() {
+        let mm = 0xffff_8880_0000_1000usize;
+        assert!(left(0, mm + 0x1000, mm));
+        // A live task of the address space is not.
+        let cur = kernel::current!();
+        let t = Thread::new(&cur, 0);
+        // SAFETY: `current` is valid; its `mm` is only read.
+        let own = unsafe { (*cur.as_ptr()).mm } as usize;
+        assert!(!t.gone(own));
+        assert!(t.gone(own ^ 0x1000));
     }
 }

@@ -61,12 +61,16 @@ fn node_bytes() -> usize {
 /// The tables of one context's threads.
 pub(crate) struct Threads {
     tree: RBTree<Pid, Thread>,
+    /// The context's address space (identity only): a task that left it is gone.
+    mm: usize,
 }
 
 impl Threads {
-    pub(crate) fn new() -> Self {
+    /// The tables of a context of the address space `mm` (its address, compared only).
+    pub(crate) fn new(mm: usize) -> Self {
         Self {
             tree: RBTree::new(),
+            mm,
         }
     }
 
@@ -95,9 +99,9 @@ impl Threads {
         matches!(self.tree.get(&tid), Some(t) if t.is(task))
     }
 
-    /// Whether some table is of a thread that has exited (a sweep would reclaim it).
+    /// Whether some table is of a thread that is gone (a sweep would reclaim it).
     pub(crate) fn any_exited(&self) -> bool {
-        self.tree.values().any(|t| t.exited())
+        self.tree.values().any(|t| t.gone(self.mm))
     }
 
     /// Adds the table `t` of a thread that has none (a new one, or a forked child's, adopted),
@@ -126,9 +130,10 @@ impl Threads {
         budget: &mut Budget,
     ) -> u64 {
         let mut exits = 0;
+        let mm = self.mm;
         let mut cursor = self.tree.cursor_front_mut();
         while let Some(c) = cursor {
-            if c.current().1.exited() {
+            if c.current().1.gone(mm) {
                 let (next, node) = c.remove_current();
                 Self::reclaim(&node.to_key_value().1, registry, rows, budget);
                 exits += 1;
