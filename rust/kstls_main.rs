@@ -26,14 +26,17 @@
 //! Files, each using only files listed before it (and the parameters `module!` declares here):
 //! `uapi.rs` (the generated ABI, its layout checked at compile time, and the checks every
 //! command's input passes), `arch.rs` (the thread pointer), `limits.rs` (the caps and the
-//! driver's parameters), `usermem.rs` (the raw `vm_mmap` bindings, wrapped once), `layout.rs` (a
-//! module's block geometry), `budget.rs` (the memory a context holds against its caps),
-//! `pool.rs` (arenas and the blocks carved from them), `rows.rs` (the rows and their columns),
-//! `block.rs` (a module's storage, and first touch), `thread.rs` (one table per thread),
-//! `registry.rs` (modules and ids), `threads.rs` (the tables of a context, and exited threads),
-//! `cache.rs` (the fast-path pages), `exit_hook.rs` (forgetting exiting threads), `stats.rs`
-//! (`INFO`, `STATS` and fdinfo), `fork.rs` (what a forked child adopts), `context.rs` (one per
-//! open file), and this one (the device and the ioctl dispatch).
+//! driver's parameters), `usermem.rs` (the raw `vm_mmap` bindings, wrapped once), `quota.rs`
+//! (the kernel memory of one user's contexts, against `max_user_kbytes`), `tracepoint.rs` (the
+//! raw tracepoint-probe bindings, wrapped once), `layout.rs` (a module's block geometry),
+//! `budget.rs` (the memory a context holds against its caps and its user's quota), `pool.rs`
+//! (arenas and the blocks carved from them), `rows.rs` (the rows and their columns), `block.rs`
+//! (a module's storage, and first touch), `thread.rs` (one table per thread), `registry.rs`
+//! (modules and ids), `threads.rs` (the tables of a context, and exited threads), `cache.rs`
+//! (the fast-path pages), `exit_hook.rs` (forgetting tasks that exit or exec, by an index of
+//! their cache slots), `stats.rs` (`INFO`, `STATS` and fdinfo), `fork.rs` (what a forked child
+//! adopts), `fork_log.rs` (the forks recorded as they happen, and as of when a child adopts),
+//! `context.rs` (one per open file), and this one (the device and the ioctl dispatch).
 //!
 //! A complete user-space program that uses every ioctl, including one that must fail:
 //!
