@@ -53,6 +53,16 @@ struct figures {
 	long long avail, rss;
 };
 
+/* A new context, or -1 with the refusal counted in @opens. */
+static int open_counted(struct refusals *opens)
+{
+	int fd = kstls_open();
+
+	if (fd < 0)
+		refused(opens, -errno);
+	return fd;
+}
+
 static struct figures now(void)
 {
 	return (struct figures){ kstls_meminfo("MemAvailable"), kstls_rss() };
@@ -87,12 +97,10 @@ static int pin_images(void)
 		return 2;
 	before = now();
 	for (int i = 0; i < NFDS; i++) {
-		int fd = kstls_open();
+		int fd = open_counted(&opens);
 
-		if (fd < 0) {
-			refused(&opens, -errno);
+		if (fd < 0)
 			continue;
-		}
 		nfds++;
 		for (int m = 0; m < NIMAGES; m++) {
 			int ret = kstls_reg(fd, image, IMAGE_SIZE, IMAGE_SIZE, 8, 0, NULL);
@@ -153,12 +161,10 @@ static int pin_tables(void)
 
 	before = now();
 	for (int i = 0; i < NFDS; i++) {
-		int fd = kstls_open();
+		int fd = open_counted(&opens);
 
-		if (fd < 0) {
-			refused(&opens, -errno);
+		if (fd < 0)
 			continue;
-		}
 		for (int m = 0; m < NMODULES; m++) {
 			ret = kstls_reg(fd, NULL, 0, 8, 8, 0, &ids[nfds][m]);
 			if (ret) {

@@ -18,28 +18,6 @@
 
 static const char image[16] = "in a container";
 
-static long fdinfo_value(int fd, const char *key)
-{
-	char path[64], buf[4096], *p;
-	long v = -1;
-	ssize_t n;
-	int f;
-
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	f = open(path, O_RDONLY);
-	if (f < 0)
-		return -1;
-	n = read(f, buf, sizeof(buf) - 1);
-	close(f);
-	if (n <= 0)
-		return -1;
-	buf[n] = 0;
-	p = strstr(buf, key);
-	if (p)
-		sscanf(p + strlen(key), ":\t%ld", &v);
-	return v;
-}
-
 struct job {
 	int fd;
 	__u64 id;
@@ -90,7 +68,7 @@ static int inside(void)
 	CHECK(!ret && st.lookups == 2, 26, "STATS of this thread and module: %llu lookups",
 	      (unsigned long long)st.lookups);
 
-	owner = fdinfo_value(j.fd, "owner-tgid");
+	owner = kstls_fdinfo_value(j.fd, "owner-tgid");
 	CHECK(owner == getpid(), 27, "fdinfo owner-tgid %ld, but this process is %d here", owner,
 	      getpid());
 	close(j.fd);
