@@ -19,7 +19,7 @@ use core::mem::size_of;
 use kernel::{
     bindings,
     prelude::*,
-    sync::Arc,
+    sync::Arc, //
 };
 
 use crate::limits::Limits;

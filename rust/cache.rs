@@ -513,14 +513,18 @@ mod tests {
         assert_eq!(c.cached_threads(), 0);
         c.set_strict(true);
         assert_eq!(c.cached_threads(), 0);
-        assert!(c.fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000).is_none());
+        assert!(c
+            .fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000)
+            .is_none());
         assert_eq!(c.cached_threads(), 0);
         assert_eq!(
             c.word(HEADER_MODE).load(Ordering::Relaxed),
             u64::from(KSTLS_MODE_STRICT)
         );
         c.set_strict(false);
-        assert!(c.fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000).is_some());
+        assert!(c
+            .fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000)
+            .is_some());
         Ok(())
     }
 
@@ -574,14 +578,16 @@ mod tests {
         assert_eq!(c.cached_threads(), 0);
         // Both entry pages are free again.
         for t in 0..4u64 {
-            assert!(c.fill(
-                0x100 + t as usize,
-                0x7f10_0000_0000 + (t << 23),
-                &mut 0,
-                id,
-                3,
-                0x9000
-            ).is_some());
+            assert!(c
+                .fill(
+                    0x100 + t as usize,
+                    0x7f10_0000_0000 + (t << 23),
+                    &mut 0,
+                    id,
+                    3,
+                    0x9000
+                )
+                .is_some());
         }
         Ok(())
     }
@@ -594,7 +600,9 @@ mod tests {
         let tp = 0x7f00_0000_2000u64;
         let (a, b) = ((1u64 << 32) | 3, (1u64 << 32) | (3 + DTV_ENTRIES as u64));
         assert!(c.fill(0xaaaa, tp, &mut ca, a, 3, 0x5000).is_some());
-        assert!(c.fill(0xaaaa, tp, &mut ca, b, 3 + DTV_ENTRIES as u32, 0x6000).is_some());
+        assert!(c
+            .fill(0xaaaa, tp, &mut ca, b, 3 + DTV_ENTRIES as u32, 0x6000)
+            .is_some());
         let dtv = c.slot_word(hash(tp), SLOT_DTV).load(Ordering::Relaxed) as usize;
         // The last one filled holds the entry; forgetting the other leaves it.
         assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), b);

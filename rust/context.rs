@@ -472,7 +472,10 @@ impl Context {
             // Every check first: a refused mapping makes no cache.
             cache::check_vma(vma, cache::size_for(threads).ok_or(ENOMEM)?)?;
             let quota = self.user.quota();
-            let c = Arc::pin_init(Cache::new(threads, self.strict(), quota)?, GFP_KERNEL_ACCOUNT)?;
+            let c = Arc::pin_init(
+                Cache::new(threads, self.strict(), quota)?,
+                GFP_KERNEL_ACCOUNT,
+            )?;
             // If another mmap made the cache first, this one goes: nothing refers to it yet.
             self.cache.populate(c);
         }

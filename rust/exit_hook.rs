@@ -35,7 +35,7 @@ use kernel::{
         RBTree,
         RBTreeNodeReservation, //
     },
-    sync::Arc,
+    sync::Arc, //
 };
 
 use crate::cache::Cache;
@@ -86,7 +86,12 @@ impl Room {
 /// Records that the running task `task` holds `slot` of `cache` now (`Cache::fill` returned it).
 /// A task's first slot in a cache needs `room`; a later one (it moved) replaces the entry.
 /// Returns whether `room` was used.
-pub(crate) fn published(task: usize, cache: &Arc<Cache>, slot: usize, room: &mut Option<Room>) -> bool {
+pub(crate) fn published(
+    task: usize,
+    cache: &Arc<Cache>,
+    slot: usize,
+    room: &mut Option<Room>,
+) -> bool {
     let key = (task, Arc::as_ptr(cache) as usize);
     let mut g = SLOTS.lock();
     let tree = g.get_or_insert_with(RBTree::new);
@@ -183,7 +188,10 @@ impl ExitHook {
         match (&exit, &exec) {
             (Ok(_), Ok(_)) => ACTIVE.store(true, Ordering::Release),
             (Err(e), _) | (_, Err(e)) => {
-                pr_warn!("cannot attach to the exit or exec tracepoint ({:?}), the cache is off\n", e);
+                pr_warn!(
+                    "cannot attach to the exit or exec tracepoint ({:?}), the cache is off\n",
+                    e
+                );
             }
         }
         Self {

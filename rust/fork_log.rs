@@ -47,7 +47,7 @@ use kernel::{
         Arc,
         SpinLock, //
     },
-    task::Task,
+    task::Task, //
 };
 
 use crate::fork::Inheritance;
@@ -349,10 +349,11 @@ impl ForkHook {
         // the module, which drops the `ForkHook` before it goes.
         let probe = unsafe { Probe::attach(c"sched_process_fork", on_fork as *mut c_void) };
         if let Err(e) = &probe {
-            pr_warn!("cannot attach to sched_process_fork ({:?}): ADOPT is off\n", e);
+            pr_warn!(
+                "cannot attach to sched_process_fork ({:?}): ADOPT is off\n",
+                e
+            );
         }
-        Self {
-            _probe: probe.ok(),
-        }
+        Self { _probe: probe.ok() }
     }
 }

@@ -29,7 +29,7 @@ use kernel::{
         RBTreeNodeReservation, //
     },
     sync::Arc,
-    task::Kuid,
+    task::Kuid, //
 };
 
 kernel::sync::global_lock! {

@@ -15,7 +15,7 @@ use core::{
 
 use kernel::{
     bindings,
-    prelude::*,
+    prelude::*, //
 };
 
 /// Looks for the tracepoint whose name is in `*out` (a `Lookup`) among the kernel's.
