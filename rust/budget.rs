@@ -41,6 +41,9 @@ pub(crate) struct Budget {
     quota: Arc<UserQuota>,
     /// Bytes of kernel memory the context keeps (the snapshots included), charged to `quota`.
     kernel: u64,
+    /// Mappings made or unmapped so far (charges and uncharges of user memory), which tells a
+    /// change of the context that touched the address space from one that did not.
+    map_ops: u64,
 }
 
 /// The memory an allocation of `bytes` takes: the slab bucket, or the power-of-two pages of a
@@ -76,7 +79,13 @@ impl Budget {
             images: 0,
             quota: quota.clone(),
             kernel: 0,
+            map_ops: 0,
         }
+    }
+
+    /// Mappings made or unmapped so far (see `map_ops`).
+    pub(crate) fn map_ops(&self) -> u64 {
+        self.map_ops
     }
 
     /// The quota the kernel memory is charged to.
@@ -145,12 +154,14 @@ impl Budget {
 
     /// Charges a mapping of `len` bytes that is about to be made; `ENOMEM` when it does not fit.
     pub(crate) fn charge_mapping(&mut self, len: usize) -> Result {
+        self.map_ops += 1;
         // INVARIANT: `charge` keeps `mapped <= max_mapped`.
         charge(&mut self.mapped, self.max_mapped, len, ENOMEM)
     }
 
     /// Gives back the charge of a mapping of `len` bytes that is gone (or was never made).
     pub(crate) fn uncharge_mapping(&mut self, len: usize) {
+        self.map_ops += 1;
         self.mapped -= len as u64;
     }
 
@@ -173,35 +184,11 @@ impl Budget {
     }
 
     /// Takes over what a forked child inherits (`fork::Inheritance`): the parent's mappings (fork
-    /// copied them), `images` bytes of snapshots, and `kernel` bytes of kernel memory (the
-    /// snapshots included), charged to this budget's quota. `EDQUOT` when they do not fit; then
-    /// nothing changes. Returns what `undo_inherit` needs to take it back.
-    pub(crate) fn inherit(&mut self, mapped: u64, images: u64, kernel: u64) -> Result<Inherited> {
-        let kernel = usize::try_from(kernel).map_err(|_| EDQUOT)?;
-        self.charge_kernel(kernel)?;
-        let before = Inherited {
-            mapped: self.mapped,
-            images: self.images,
-            kernel,
-        };
+    /// copied them) and `images` bytes of snapshots. Its kernel memory was charged already.
+    pub(crate) fn inherit(&mut self, mapped: u64, images: u64) {
         self.mapped = mapped;
         self.images = images;
-        Ok(before)
     }
-
-    /// Takes back what `inherit` took over (the adoption failed after it).
-    pub(crate) fn undo_inherit(&mut self, before: Inherited) {
-        self.mapped = before.mapped;
-        self.images = before.images;
-        self.uncharge_kernel(before.kernel);
-    }
-}
-
-/// What `Budget::inherit` changed, for `Budget::undo_inherit`.
-pub(crate) struct Inherited {
-    mapped: u64,
-    images: u64,
-    kernel: usize,
 }
 
 impl Drop for Budget {
@@ -293,16 +280,14 @@ mod tests {
     }
 
     #[test]
-    fn a_child_inherits_within_its_quota() -> Result {
+    fn a_child_takes_over_the_parents_counts() -> Result {
         let user = ContextSlot::open_for(UID + 3, 100)?;
         let mut b = Budget::new(&SMALL, user.quota());
         b.charge_kernel(30)?;
-        assert_eq!(b.inherit(4096, 50, 71).err(), Some(EDQUOT));
-        assert_eq!((b.mapped(), b.images(), b.kernel()), (0, 0, 30));
-        let before = b.inherit(4096, 50, 70)?;
+        assert_eq!(b.charge_kernel(71), Err(EDQUOT));
+        b.charge_kernel(70)?;
+        b.inherit(4096, 50);
         assert_eq!((b.mapped(), b.images(), b.kernel()), (4096, 50, 100));
-        b.undo_inherit(before);
-        assert_eq!((b.mapped(), b.images(), b.kernel()), (0, 0, 30));
         Ok(())
     }
 }

@@ -42,6 +42,7 @@ use kernel::{
         aref::ARef,
         Arc,
         Mutex,
+        MutexGuard,
         SetOnce, //
     },
     task::{
@@ -205,10 +206,15 @@ impl Context {
 
     /// Starts a change of the state `g` (under the lock): every child forked since the last
     /// change, which has not adopted yet, first gets its snapshot of the state as it is, so that
-    /// it never adopts a later one (`fork_log.rs`). The change ends when the guard is dropped.
+    /// it never adopts a later one (`fork_log.rs`). The change ends with `Change::finish`, or,
+    /// when a failure cuts it short, when the guard is dropped.
     fn change(&self, g: &Inner) -> Result<Change<'_>> {
         let mut pending = self.forks.begin_change()?;
-        let change = Change { log: &self.forks };
+        let change = Change {
+            log: &self.forks,
+            map_ops: g.budget.map_ops(),
+            done: false,
+        };
         for (id, forker, child) in pending.wanted.drain_all() {
             let snapshot =
                 fork::inherit(&g.registry, &g.threads, &g.rows, &g.budget, forker, &child)
@@ -245,7 +251,7 @@ impl Context {
             .read_all(&mut image, GFP_KERNEL_ACCOUNT)?;
 
         let mut g = self.inner.lock();
-        let _change = self.change(&g)?;
+        let change = self.change(&g)?;
         let Inner {
             registry,
             rows,
@@ -253,6 +259,7 @@ impl Context {
             ..
         } = &mut *g;
         let id = registry.add(LIMITS.max_modules, layout, image, rows, budget);
+        change.finish(&g);
         self.publish(&g);
         Ok(id?.encode())
     }
@@ -281,7 +288,7 @@ impl Context {
             g.rows.unmap_all(&mut g.budget, &owner);
         }
         g.budget.uncharge_image(m.layout.filesz);
-        drop(change);
+        change.finish(g);
         self.publish(&guard);
         drop(guard);
         // The snapshot is freed here, after the lock is dropped.
@@ -315,7 +322,7 @@ impl Context {
                 .get(pid)
                 .and_then(|t| t.block(index))
                 .is_none();
-        let _change = if changes {
+        let change = if changes {
             Some(self.change(inner)?)
         } else {
             None
@@ -369,7 +376,8 @@ impl Context {
                 totals.fills += 1;
             }
         }
-        if changes {
+        if let Some(change) = change {
+            change.finish(&g);
             self.publish(&g);
         } else {
             self.summary.publish_totals(&g.totals);
@@ -380,57 +388,79 @@ impl Context {
 
     /// `KSTLS_IOC_ADOPT`: takes over, in a forked child, what its forking thread had in `parent`
     /// (the context of the process that forked it) at the fork: a snapshot made before the
-    /// parent's first change since, or the parent's state if it has not changed.
+    /// parent's first change since, or the parent's state if it has not changed. Any thread of the
+    /// child may call it; the table goes to the child's first thread. Everything that can fail is
+    /// done before the fork's record is taken, so a failed ADOPT can be tried again.
     pub(crate) fn adopt(&self, parent: &Context) -> Result {
         let _owner = self.owner()?;
         fork::may_adopt(&self.mm, &parent.mm)?;
         let cur = kernel::current!();
         let task: &Task = &cur;
-        // Checked before the fork's record is taken, so that the child may still adopt into a
-        // fresh context: only a child forked from the context may adopt it, into a context
-        // that nothing has used yet.
+        // Only a child forked from the context may adopt it, into a context nothing has used.
         if !parent.forks.has(task) {
             return Err(EPERM);
         }
         self.check_fresh()?;
+        let room = Threads::reserve()?;
 
         // A snapshot is taken without the parent's lock, which a change may hold across a
         // fault; else the parent's state is read under its lock alone (the two context locks
         // are never held together).
-        let child = match parent.forks.take(task, true) {
-            Some(rec) => adopted(rec.snapshot)?,
-            None => {
-                let g = parent.inner.lock();
-                // No change is under way while the lock is held: the epoch is even.
-                let rec = parent.forks.take(task, false).ok_or(EPERM)?;
-                match rec.snapshot {
-                    None if rec.epoch == parent.forks.epoch() => fork::inherit(
-                        &g.registry,
-                        &g.threads,
-                        &g.rows,
-                        &g.budget,
-                        rec.forker,
-                        task,
-                    )?,
-                    None => return Err(ESTALE),
-                    snapshot => adopted(snapshot)?,
+        let (mut guard, child) = loop {
+            if !parent.forks.has(task) {
+                return Err(EPERM);
+            }
+            if let Some(cost) = parent.forks.ready(task) {
+                let guard = self.charged(cost?)?;
+                match parent.forks.take(task, true).map(|rec| rec.snapshot) {
+                    Some(Some(Ok(s))) => break (guard, KBox::into_inner(s).state),
+                    _ => return Err(EPERM),
                 }
             }
+            let child = {
+                let g = parent.inner.lock();
+                // No change is under way while the lock is held: the epoch is even. A change
+                // that ran since `ready` has made the snapshot: take that.
+                let Some((epoch, forker, first)) = parent.forks.peek(task) else {
+                    continue;
+                };
+                if epoch != parent.forks.epoch() {
+                    return Err(ESTALE);
+                }
+                fork::inherit(&g.registry, &g.threads, &g.rows, &g.budget, forker, &first)?
+            };
+            let guard = self.charged(child.kernel_total())?;
+            if parent.forks.take(task, false).is_none() {
+                return Err(EPERM);
+            }
+            break (guard, child);
         };
-
-        let mut guard = self.inner.lock();
-        Self::fresh(&guard)?;
-        let _change = self.change(&guard)?;
+        // Charged and room made: nothing below can fail.
+        let change = self.change(&guard);
         let g = &mut *guard;
-        let before = g.budget.inherit(child.mapped, child.images, child.kernel)?;
-        if let Err(e) = g.threads.insert(task.pid(), child.thread, &mut g.budget) {
-            g.budget.undo_inherit(before);
-            return Err(e);
-        }
+        g.budget.inherit(child.mapped, child.images);
+        // The table is the child's first thread's (the forking thread's copy), whichever thread
+        // of the child adopts.
+        g.threads
+            .insert_into(room, child.thread.tid(), child.thread);
         g.registry = child.registry;
         g.rows = child.rows;
+        if let Ok(change) = change {
+            change.finish(g);
+        }
         self.publish(g);
         Ok(())
+    }
+
+    /// This context, locked and still fresh, with `cost` bytes (of an adopted state and its
+    /// table's node) charged to it: `EINVAL` if it was used meanwhile, `EDQUOT` when the quota
+    /// has no room. The charge is the adopted state's from then on.
+    fn charged(&self, cost: u64) -> Result<MutexGuard<'_, Inner>> {
+        let mut g = self.inner.lock();
+        Self::fresh(&g)?;
+        let bytes = usize::try_from(cost).map_err(|_| EDQUOT)?;
+        g.budget.charge_kernel(bytes + Threads::node_bytes())?;
+        Ok(g)
     }
 
     /// `EINVAL` unless the state `g` is that of a context nothing has used yet.
@@ -493,8 +523,9 @@ impl Context {
     /// Reclaims the tables of the threads that have exited, if any: a change.
     fn sweep(&self, g: &mut Inner) -> Result {
         if g.threads.any_exited() {
-            let _change = self.change(g)?;
+            let change = self.change(g)?;
             g.sweep();
+            change.finish(g);
             self.publish(g);
         }
         Ok(())
@@ -534,14 +565,28 @@ impl Context {
     }
 }
 
-/// A change of a context under way (`Context::change`), ended when this is dropped.
+/// A change of a context under way (`Context::change`).
 struct Change<'a> {
     log: &'a ForkLog,
+    /// The budget's mapping count when it began.
+    map_ops: u64,
+    done: bool,
+}
+
+impl Change<'_> {
+    /// Ends the change of `g`, telling the fork log whether it mapped or unmapped memory.
+    fn finish(mut self, g: &Inner) {
+        self.done = true;
+        self.log.end_change(g.budget.map_ops() != self.map_ops);
+    }
 }
 
 impl Drop for Change<'_> {
     fn drop(&mut self) {
-        self.log.end_change();
+        // Cut short by a failure: it may have touched the address space.
+        if !self.done {
+            self.log.end_change(true);
+        }
     }
 }
 
@@ -592,12 +637,6 @@ fn fill_cache(
         budget.uncharge_kernel(bytes);
     }
     true
-}
-
-/// What a child adopts from a snapshot made for it: the state, or why it could not be made.
-fn adopted(snapshot: Option<Result<KBox<Snapshot>>>) -> Result<fork::Inheritance> {
-    let s = snapshot.ok_or(ESTALE)??;
-    Ok(KBox::into_inner(s).state)
 }
 
 #[pinned_drop]

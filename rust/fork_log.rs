@@ -5,9 +5,10 @@
 //! One `ForkLog` per context, shared with the global index `LOGS` (by mm), where a probe on the
 //! `sched_process_fork` tracepoint finds it: the probe runs in the forking thread right after the
 //! child's address space was copied, and records the child (a task reference), the forking thread
-//! and the context's epoch then. Only a child with a record may adopt the context, once: one
-//! forked before the context existed, one that has exec'd since (its mm is not the copy), or any
-//! other process that was passed the fd has none (`EPERM`).
+//! and the context's epoch then. Only a child with a record may adopt the context, once, from any
+//! of its threads (the forking thread's table becomes that of the child's first thread, the
+//! copy of it): one forked before the context existed, one that has exec'd since (its mm is not
+//! the copy), or any other process that was passed the fd has none (`EPERM`).
 //!
 //! The epoch counts the context's changes, and is odd while one is under way. A child must get
 //! exactly what its forking thread had at the fork, never a later state of the parent, so the
@@ -15,10 +16,12 @@
 //! epoch that has not adopted yet, the snapshot it would adopt (`snapshots`, under the context
 //! lock), and only then changes anything. A child whose record has a snapshot adopts it without
 //! the parent's lock; one whose parent has not changed since the fork adopts the parent's
-//! present state; one recorded while a change was under way (an odd epoch), or whose snapshot
-//! could not be built, gets `ESTALE`. A change by another thread of the parent that both begins
-//! and ends inside the fork, after the address space was copied and before the probe runs, is
-//! not seen: fork offers no earlier hook.
+//! present state. A child forked while another thread was changing the context (an odd epoch)
+//! is taken as forked just after that change if the change mapped or unmapped nothing (its
+//! effects do not depend on when the address space was copied); else, and when its snapshot
+//! could not be built, it gets `ESTALE`. A change by another thread of the parent that both
+//! begins and ends inside the fork, after the address space was copied and before the probe
+//! runs, is not seen: fork offers no earlier hook.
 //!
 //! Records are kept in a list of `MAX_PENDING` entries made when the context is, so the probe
 //! never allocates; one whose child has exited or exec'd is dropped when room is needed, and
@@ -269,33 +272,67 @@ impl ForkLog {
         drop(unused);
     }
 
-    /// Ends the change `begin_change` started: the epoch is even again, and new.
-    pub(crate) fn end_change(&self) {
-        let e = self.epoch.load(Ordering::Relaxed);
-        self.epoch.store((e | 1) + 1, Ordering::Release);
+    /// Ends the change `begin_change` started: the epoch is even again, and new. The children
+    /// forked while it was under way are taken as forked after it, unless it `touched` the
+    /// address space (mapped or unmapped memory): then it is unknown which of its mappings
+    /// fork copied, and they cannot adopt.
+    pub(crate) fn end_change(&self, touched: bool) {
+        let mut r = self.records.lock();
+        let during = self.epoch.load(Ordering::Relaxed) | 1;
+        let after = during + 1;
+        if !touched {
+            for rec in r.list.iter_mut().filter(|rec| rec.epoch == during) {
+                rec.epoch = after;
+            }
+        }
+        self.epoch.store(after, Ordering::Release);
+        drop(r);
     }
 
-    /// The index of the record of the calling task `child` in `r`, if it has one (and is
-    /// still in the address space fork made for it); with `with_snapshot`, only if a snapshot
-    /// is ready for it.
-    fn find(r: &Records, child: &Task, with_snapshot: bool) -> Option<usize> {
-        // SAFETY: `child` is the running task; its `mm` is read once, compared only.
-        let mm = unsafe { ptr::read_volatile(&raw const (*child.as_ptr()).mm) } as usize;
+    /// Whether the calling task `caller`'s process has a record with a snapshot ready: the bytes
+    /// of kernel memory adopting it takes, or the error its making met.
+    pub(crate) fn ready(&self, caller: &Task) -> Option<Result<u64>> {
+        let r = self.records.lock();
+        let i = Self::find(&r, caller, true)?;
+        match r.list[i].snapshot.as_ref()? {
+            Ok(s) => Some(Ok(s.state.kernel_total())),
+            Err(e) => Some(Err(*e)),
+        }
+    }
+
+    /// The epoch, the forking thread and the child task of the record of the calling task
+    /// `caller`'s process, if it has one without a snapshot.
+    pub(crate) fn peek(&self, caller: &Task) -> Option<(u64, usize, ARef<Task>)> {
+        let r = self.records.lock();
+        let i = Self::find(&r, caller, false)?;
+        let rec = &r.list[i];
+        rec.snapshot
+            .is_none()
+            .then(|| (rec.epoch, rec.forker, rec.child.clone()))
+    }
+
+    /// The index in `r` of the record of the fork that made the calling task `caller`'s process
+    /// (any thread of it may adopt), if there is one; with `with_snapshot`, only if a snapshot is
+    /// ready for it. The process is told by its address space, which the record's child, still
+    /// in it (not gone), keeps from being reused.
+    fn find(r: &Records, caller: &Task, with_snapshot: bool) -> Option<usize> {
+        // SAFETY: `caller` is the running task; its `mm` is read once, compared only.
+        let mm = unsafe { ptr::read_volatile(&raw const (*caller.as_ptr()).mm) } as usize;
         r.list.iter().position(|rec| {
-            *rec.child == *child && rec.child_mm == mm && (!with_snapshot || rec.snapshot.is_some())
+            rec.child_mm == mm && !rec.gone() && (!with_snapshot || rec.snapshot.is_some())
         })
     }
 
-    /// Whether the calling task `child` has a record.
-    pub(crate) fn has(&self, child: &Task) -> bool {
-        Self::find(&self.records.lock(), child, false).is_some()
+    /// Whether the calling task `caller`'s process has a record.
+    pub(crate) fn has(&self, caller: &Task) -> bool {
+        Self::find(&self.records.lock(), caller, false).is_some()
     }
 
-    /// The record of the calling task `child`, taken out of the log, if it has one; with
-    /// `with_snapshot`, only if a snapshot is ready for it.
-    pub(crate) fn take(&self, child: &Task, with_snapshot: bool) -> Option<Record> {
+    /// The record of the calling task `caller`'s process, taken out of the log, if it has one;
+    /// with `with_snapshot`, only if a snapshot is ready for it.
+    pub(crate) fn take(&self, caller: &Task, with_snapshot: bool) -> Option<Record> {
         let mut r = self.records.lock();
-        let i = Self::find(&r, child, with_snapshot)?;
+        let i = Self::find(&r, caller, with_snapshot)?;
         r.list.remove(i).ok()
     }
 }

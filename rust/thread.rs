@@ -17,7 +17,10 @@ use kernel::{
     bindings,
     prelude::*,
     sync::aref::ARef,
-    task::Task, //
+    task::{
+        Pid,
+        Task, //
+    },
 };
 
 use crate::budget::{
@@ -83,6 +86,11 @@ impl Thread {
             lookups: 0,
             allocs: 0,
         }
+    }
+
+    /// The tid of the table's task (global, as the tables are kept).
+    pub(crate) fn tid(&self) -> Pid {
+        self.task.pid()
     }
 
     /// The address of the table's task, for comparing with a task recorded elsewhere.

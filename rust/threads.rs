@@ -14,7 +14,10 @@ use core::mem::size_of;
 use kernel::{
     bindings,
     prelude::*,
-    rbtree::RBTree,
+    rbtree::{
+        RBTree,
+        RBTreeNodeReservation, //
+    },
     sync::rcu,
     task::{
         Pid,
@@ -57,6 +60,9 @@ pub(crate) fn global_tid(vtid: Pid) -> Option<Pid> {
 fn node_bytes() -> usize {
     budget::alloc_size(size_of::<Thread>() + size_of::<bindings::rb_node>() + size_of::<Pid>())
 }
+
+/// Room for one table, made ahead (`Threads::reserve`).
+pub(crate) struct Room(RBTreeNodeReservation<Pid, Thread>);
 
 /// The tables of one context's threads.
 pub(crate) struct Threads {
@@ -104,8 +110,7 @@ impl Threads {
         self.tree.values().any(|t| t.gone(self.mm))
     }
 
-    /// Adds the table `t` of a thread that has none (a new one, or a forked child's, adopted),
-    /// charging it and its node to `budget`.
+    /// Adds the table `t` of a new thread, charging it and its node to `budget`.
     pub(crate) fn insert(&mut self, tid: Pid, t: Thread, budget: &mut Budget) -> Result {
         let bytes = node_bytes() + t.kernel_bytes() as usize;
         budget.charge_kernel(bytes)?;
@@ -114,6 +119,23 @@ impl Threads {
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// Room for a table, made before anything is taken that a failure could not give back.
+    pub(crate) fn reserve() -> Result<Room> {
+        Ok(Room(RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?))
+    }
+
+    /// Bytes of kernel memory a table in the tree takes besides its blocks: what a caller that
+    /// inserts with `insert_into` charges for the node.
+    pub(crate) fn node_bytes() -> usize {
+        node_bytes()
+    }
+
+    /// Adds the table `t` (a forked child's, adopted) in `room`; its charge, and the node's, are
+    /// the caller's. Cannot fail.
+    pub(crate) fn insert_into(&mut self, room: Room, tid: Pid, t: Thread) {
+        self.tree.insert(room.0.into_node(tid, t));
     }
 
     /// Gives back the blocks of the table `t` of a thread that is gone, and its charge.
