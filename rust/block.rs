@@ -47,6 +47,14 @@ impl Storage {
         }
     }
 
+    /// Bytes of kernel memory the storage keeps (a pool's lists; a column keeps none).
+    pub(crate) fn kernel_bytes(&self) -> u64 {
+        match self {
+            Self::Pool(p) => p.kernel_bytes(),
+            Self::Packed { .. } => 0,
+        }
+    }
+
     /// First touch: the block of layout `l` of a thread whose row is `row`, initialised with
     /// `image` (then zeroes). A packed block is the module's column of the thread's row, the row
     /// made now if the thread has none (and recorded in `row`); its bytes may have been another

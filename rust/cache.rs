@@ -41,7 +41,10 @@ use kernel::{
         PAGE_SIZE, //
     },
     prelude::*,
-    sync::SpinLock,
+    sync::{
+        Arc,
+        SpinLock, //
+    },
     uaccess::{
         UserPtr,
         UserSlice, //
@@ -49,6 +52,11 @@ use kernel::{
 };
 
 use crate::arch;
+use crate::budget;
+use crate::quota::{
+    Charge,
+    UserQuota, //
+};
 use crate::uapi::*;
 
 pub(crate) const NR_SLOTS_LOG2: u32 = KSTLS_CACHE_SLOTS_LOG2;
@@ -116,6 +124,30 @@ pub(crate) fn size_for(threads: usize) -> Option<usize> {
         .checked_add(DTV_BASE)
 }
 
+/// Bytes of kernel memory a cache for `threads` threads keeps: the mapped pages and its state.
+fn kernel_bytes_for(threads: usize) -> Option<usize> {
+    let owners = budget::alloc_size(NR_SLOTS * size_of::<usize>());
+    let keys = budget::alloc_size(NR_SLOTS * size_of::<u64>());
+    let free = budget::alloc_size(threads.checked_mul(size_of::<usize>())?);
+    size_for(threads)?
+        .checked_add(owners + keys + free)?
+        .checked_add(budget::alloc_size(size_of::<Cache>()))
+}
+
+/// Whether `vma` is a mapping of the whole cache of `size` bytes that `Cache::map` accepts:
+/// read-only, from offset 0, and exactly as long. Checked before a cache is made, so a refused
+/// mapping allocates nothing.
+pub(crate) fn check_vma(vma: &VmaNew, size: usize) -> Result {
+    if vma.writable() || vma.end() - vma.start() != size {
+        return Err(EINVAL);
+    }
+    // SAFETY: `vm_pgoff` of a VMA being set up is plain data.
+    if unsafe { (*vma.as_ptr()).vm_pgoff } != 0 {
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
 /// The fields protected by the cache lock (the mapped words are written under it too).
 struct State {
     /// Per slot: the task whose blocks it caches (its address, compared only), 0 when free.
@@ -133,32 +165,33 @@ struct State {
 pub(crate) struct Cache {
     /// The mapped memory, zeroed vmalloc pages, as words readers load concurrently.
     mem: VVec<AtomicU64>,
-    /// The address space of the owning process (identity only), for the exit probe.
-    pub(crate) mm: usize,
     threads: usize,
     #[pin]
     state: SpinLock<State>,
+    /// The cache's memory, charged to its user's quota while it lives.
+    _charge: Charge,
 }
 
 impl Cache {
-    /// A cache for `threads` threads of the process whose mm is `mm`.
+    /// A cache for `threads` threads, charged to `quota` (`EDQUOT` when it has no room for it).
     pub(crate) fn new(
-        mm: usize,
         threads: usize,
         strict: bool,
+        quota: &Arc<UserQuota>,
     ) -> Result<impl PinInit<Self, Error>> {
+        let charge = Charge::new(quota, kernel_bytes_for(threads).ok_or(ENOMEM)? as u64)?;
         let bytes = size_for(threads).ok_or(ENOMEM)?;
         let words = bytes / WORD;
-        let mut mem = VVec::with_capacity(words, GFP_KERNEL)?;
+        let mut mem = VVec::with_capacity(words, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..words {
             mem.push_within_capacity(AtomicU64::new(0))
                 .map_err(|_| ENOMEM)?;
         }
-        let mut owners = KVVec::with_capacity(NR_SLOTS, GFP_KERNEL)?;
-        owners.extend_with(NR_SLOTS, 0, GFP_KERNEL)?;
-        let mut keys = KVVec::with_capacity(NR_SLOTS, GFP_KERNEL)?;
-        keys.extend_with(NR_SLOTS, 0, GFP_KERNEL)?;
-        let mut free_dtvs = KVVec::with_capacity(threads, GFP_KERNEL)?;
+        let mut owners = KVVec::with_capacity(NR_SLOTS, GFP_KERNEL_ACCOUNT)?;
+        owners.extend_with(NR_SLOTS, 0, GFP_KERNEL_ACCOUNT)?;
+        let mut keys = KVVec::with_capacity(NR_SLOTS, GFP_KERNEL_ACCOUNT)?;
+        keys.extend_with(NR_SLOTS, 0, GFP_KERNEL_ACCOUNT)?;
+        let mut free_dtvs = KVVec::with_capacity(threads, GFP_KERNEL_ACCOUNT)?;
         for d in (0..threads).rev() {
             free_dtvs.push_within_capacity(d).map_err(|_| ENOMEM)?;
         }
@@ -181,7 +214,6 @@ impl Cache {
         }
         Ok(try_pin_init!(Self {
             mem,
-            mm,
             threads,
             state <- new_spinlock!(State {
                 owners,
@@ -189,6 +221,7 @@ impl Cache {
                 free_dtvs,
                 strict
             }),
+            _charge: charge,
         }))
     }
 
@@ -255,8 +288,9 @@ impl Cache {
     }
 
     /// Records, for the thread `task` with thread pointer `tp`, that module `id` (at `index`,
-    /// the id's low half) has its block at `block`. Returns whether the entry was published:
-    /// not when the thread cannot be cached (strict mode, a shared thread pointer, a full cache).
+    /// the id's low half) has its block at `block`. Returns the thread's slot if the entry was
+    /// published: not when the thread cannot be cached (strict mode, a shared thread pointer, a
+    /// full cache). The caller records the slot where the exit probe finds it (`exit_hook.rs`).
     ///
     /// `task` must be the running thread and `tp` its thread pointer, since it publishes `tp`
     /// (see this file's doc). `cached` is the thread's own record of the thread pointer it was
@@ -271,13 +305,13 @@ impl Cache {
         id: u64,
         index: u32,
         block: usize,
-    ) -> bool {
+    ) -> Option<usize> {
         if tp == 0 || tp == TP_SHARED {
-            return false;
+            return None;
         }
         let mut st = self.state.lock();
         if st.strict {
-            return false;
+            return None;
         }
         if *cached != 0 && *cached != tp {
             if let Some(old) = Self::slot_of(&st, task, *cached) {
@@ -305,14 +339,14 @@ impl Cache {
                     self.retire_slot(&mut st, i, TP_SHARED, Self::dtv_offset(self.threads));
                     st.owners[i] = POISONED;
                 }
-                return false;
+                return None;
             }
         }
         let slot = match mine {
             Some(i) => i,
             None => {
                 let (Some(i), Some(d)) = (free, st.free_dtvs.pop()) else {
-                    return false;
+                    return None;
                 };
                 st.owners[i] = task;
                 st.keys[i] = tp;
@@ -328,18 +362,17 @@ impl Cache {
             .store(block as u64, Ordering::Relaxed);
         self.word(entry + ENTRY_MODULE).store(id, Ordering::Release);
         *cached = tp;
-        true
+        Some(slot)
     }
 
-    /// Forgets the thread `task` (it is exiting) before its thread pointer can be reused.
-    pub(crate) fn forget_task(&self, task: usize, tp: u64) {
+    /// Forgets the thread `task` (it is leaving the address space: exiting, or exec'ing) before
+    /// its thread pointer can be reused, from the slot `fill` last returned for it. The slot may
+    /// have been taken from it since (a shared thread pointer, strict mode): then there is
+    /// nothing to forget. One slot is looked at, whatever the size of the cache.
+    pub(crate) fn forget_slot(&self, task: usize, slot: usize) {
         let mut st = self.state.lock();
-        // The thread may have changed its thread pointer since it was cached: look everywhere
-        // (`fill` keeps one slot per task).
-        let hit =
-            Self::slot_of(&st, task, tp).or_else(|| st.owners.iter().position(|&o| o == task));
-        if let Some(i) = hit {
-            self.clear_slot(&mut st, i);
+        if st.owners.get(slot) == Some(&task) {
+            self.clear_slot(&mut st, slot);
         }
     }
 
@@ -390,13 +423,7 @@ impl Cache {
 
     /// Maps the whole cache, read-only, into `vma`.
     pub(crate) fn map(&self, vma: &VmaNew) -> Result {
-        if vma.writable() || vma.end() - vma.start() != self.size() {
-            return Err(EINVAL);
-        }
-        // SAFETY: `vm_pgoff` of a VMA being set up is plain data.
-        if unsafe { (*vma.as_ptr()).vm_pgoff } != 0 {
-            return Err(EINVAL);
-        }
+        check_vma(vma, self.size())?;
         vma.try_clear_maywrite()?;
         vma.try_clear_mayexec()?;
         vma.set_dontcopy();
@@ -421,6 +448,12 @@ impl Cache {
 #[kunit_tests(rust_kstls_cache)]
 mod tests {
     use super::*;
+    use crate::quota::ContextSlot;
+
+    /// A quota for the tests' caches, of a user no process is.
+    fn user() -> Result<ContextSlot> {
+        ContextSlot::open_for(0x7ff9_0001, u64::MAX)
+    }
 
     #[test]
     fn cache_layout_matches_the_header() {
@@ -458,10 +491,11 @@ mod tests {
     #[test]
     fn fill_forget_and_strict() -> Result {
         let (mut ca, mut cc) = (0u64, 0u64);
-        let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
+        let u = user()?;
+        let c = KBox::pin_init(Cache::new(4, false, u.quota())?, GFP_KERNEL)?;
         let tp = 0x7f00_0000_1000u64;
         let id = (1u64 << 32) | 3;
-        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000));
+        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000).is_some());
         let home = hash(tp);
         assert_eq!(c.slot_word(home, SLOT_TP).load(Ordering::Relaxed), tp);
         let dtv = c.slot_word(home, SLOT_DTV).load(Ordering::Relaxed) as usize;
@@ -471,36 +505,41 @@ mod tests {
         c.forget_module(id, 3);
         assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), 0);
         assert_eq!(c.word(dtv + 3 * 16 + 8).load(Ordering::Relaxed), 0);
-        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000));
-        c.forget_task(0xaaaa, tp);
+        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000).is_some());
+        c.forget_slot(0xaaaa, hash(tp));
         assert_eq!(c.slot_word(home, SLOT_TP).load(Ordering::Relaxed), 0);
         assert_eq!(c.slot_word(home, SLOT_DTV).load(Ordering::Relaxed), 0);
         assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), 0);
         assert_eq!(c.cached_threads(), 0);
         c.set_strict(true);
         assert_eq!(c.cached_threads(), 0);
-        assert!(!c.fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000));
+        assert!(c
+            .fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000)
+            .is_none());
         assert_eq!(c.cached_threads(), 0);
         assert_eq!(
             c.word(HEADER_MODE).load(Ordering::Relaxed),
             u64::from(KSTLS_MODE_STRICT)
         );
         c.set_strict(false);
-        assert!(c.fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000));
+        assert!(c
+            .fill(0xcccc, tp + 0x1000, &mut cc, id, 3, 0x7000)
+            .is_some());
         Ok(())
     }
 
     #[test]
     fn a_shared_thread_pointer_is_never_answered_again() -> Result {
         let (mut ca, mut cb) = (0u64, 0u64);
-        let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
+        let u = user()?;
+        let c = KBox::pin_init(Cache::new(4, false, u.quota())?, GFP_KERNEL)?;
         let tp = 0x7f00_0000_1000u64;
         let id = (1u64 << 32) | 3;
         let home = hash(tp);
-        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000));
+        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000).is_some());
         let dtv = c.slot_word(home, SLOT_DTV).load(Ordering::Relaxed) as usize;
         // Another task with the same thread pointer: the slot stops showing it, for good.
-        assert!(!c.fill(0xbbbb, tp, &mut cb, id, 3, 0x6000));
+        assert!(c.fill(0xbbbb, tp, &mut cb, id, 3, 0x6000).is_none());
         assert_eq!(
             c.slot_word(home, SLOT_TP).load(Ordering::Relaxed),
             TP_SHARED
@@ -509,11 +548,11 @@ mod tests {
         let empty = c.slot_word(home, SLOT_DTV).load(Ordering::Relaxed) as usize;
         assert_eq!(empty, Cache::dtv_offset(4));
         assert_eq!(c.word(empty + 3 * 16).load(Ordering::Relaxed), 0);
-        c.forget_task(0xaaaa, tp);
-        assert!(!c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000));
+        c.forget_slot(0xaaaa, hash(tp));
+        assert!(c.fill(0xaaaa, tp, &mut ca, id, 3, 0x5000).is_none());
         c.set_strict(true);
         c.set_strict(false);
-        assert!(!c.fill(0xbbbb, tp, &mut cb, id, 3, 0x6000));
+        assert!(c.fill(0xbbbb, tp, &mut cb, id, 3, 0x6000).is_none());
         assert_eq!(
             c.slot_word(home, SLOT_TP).load(Ordering::Relaxed),
             TP_SHARED
@@ -525,27 +564,30 @@ mod tests {
     #[test]
     fn a_thread_that_moves_keeps_one_slot() -> Result {
         let mut ca = 0u64;
-        let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
+        let u = user()?;
+        let c = KBox::pin_init(Cache::new(4, false, u.quota())?, GFP_KERNEL)?;
         let (old, new) = (0x7f00_0000_1000u64, 0x7f00_4000_1000u64);
         let id = (1u64 << 32) | 3;
-        assert!(c.fill(0xaaaa, old, &mut ca, id, 3, 0x5000));
-        assert!(c.fill(0xaaaa, new, &mut ca, id, 3, 0x5000));
+        assert!(c.fill(0xaaaa, old, &mut ca, id, 3, 0x5000).is_some());
+        assert!(c.fill(0xaaaa, new, &mut ca, id, 3, 0x5000).is_some());
         assert_eq!(ca, new);
         assert_eq!(c.cached_threads(), 1);
         assert_eq!(c.slot_word(hash(old), SLOT_TP).load(Ordering::Relaxed), 0);
         assert_eq!(c.slot_word(hash(new), SLOT_TP).load(Ordering::Relaxed), new);
-        c.forget_task(0xaaaa, new);
+        c.forget_slot(0xaaaa, hash(new));
         assert_eq!(c.cached_threads(), 0);
         // Both entry pages are free again.
         for t in 0..4u64 {
-            assert!(c.fill(
-                0x100 + t as usize,
-                0x7f10_0000_0000 + (t << 23),
-                &mut 0,
-                id,
-                3,
-                0x9000
-            ));
+            assert!(c
+                .fill(
+                    0x100 + t as usize,
+                    0x7f10_0000_0000 + (t << 23),
+                    &mut 0,
+                    id,
+                    3,
+                    0x9000
+                )
+                .is_some());
         }
         Ok(())
     }
@@ -553,11 +595,14 @@ mod tests {
     #[test]
     fn modules_of_one_index_share_an_entry() -> Result {
         let mut ca = 0u64;
-        let c = KBox::pin_init(Cache::new(0x1000, 4, false)?, GFP_KERNEL)?;
+        let u = user()?;
+        let c = KBox::pin_init(Cache::new(4, false, u.quota())?, GFP_KERNEL)?;
         let tp = 0x7f00_0000_2000u64;
         let (a, b) = ((1u64 << 32) | 3, (1u64 << 32) | (3 + DTV_ENTRIES as u64));
-        assert!(c.fill(0xaaaa, tp, &mut ca, a, 3, 0x5000));
-        assert!(c.fill(0xaaaa, tp, &mut ca, b, 3 + DTV_ENTRIES as u32, 0x6000));
+        assert!(c.fill(0xaaaa, tp, &mut ca, a, 3, 0x5000).is_some());
+        assert!(c
+            .fill(0xaaaa, tp, &mut ca, b, 3 + DTV_ENTRIES as u32, 0x6000)
+            .is_some());
         let dtv = c.slot_word(hash(tp), SLOT_DTV).load(Ordering::Relaxed) as usize;
         // The last one filled holds the entry; forgetting the other leaves it.
         assert_eq!(c.word(dtv + 3 * 16).load(Ordering::Relaxed), b);
@@ -571,7 +616,8 @@ mod tests {
 
     #[test]
     fn full_cache_fills_nothing_more() -> Result {
-        let c = KBox::pin_init(Cache::new(0x1000, 2, false)?, GFP_KERNEL)?;
+        let u = user()?;
+        let c = KBox::pin_init(Cache::new(2, false, u.quota())?, GFP_KERNEL)?;
         let id = 1u64 << 32;
         for t in 0..4u64 {
             let published = c.fill(
@@ -582,7 +628,7 @@ mod tests {
                 0,
                 0x9000,
             );
-            assert_eq!(published, t < 2);
+            assert_eq!(published.is_some(), t < 2);
         }
         assert_eq!(c.cached_threads(), 2);
         Ok(())

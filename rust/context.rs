@@ -7,17 +7,27 @@
 //! with `EPERM` before anything of the context is read or changed (the command's own input has
 //! been read and checked by then, `uapi::read_input`). Everything mutable sits behind one mutex,
 //! the only lock of the slow path. Lock order: the context mutex, then the mmap lock (taken by
-//! `vm_mmap` and by faults while a block is initialised) or the cache's spinlock; nothing here
-//! runs with the mmap lock held.
+//! `vm_mmap` and by faults while a block is initialised), the cache's spinlock, the fork log's or
+//! the fdinfo summary's; nothing here runs with the mmap lock held. Since a first touch holds the
+//! mutex across a fault, nothing that another process does waits for it: fdinfo shows a summary
+//! published under a spinlock while it is taken, and a forked child adopts a snapshot made for it
+//! before the parent's change began.
+//!
+//! Every change of the state (a registration, an unregistration, a new thread's table, a first
+//! touch, a reclamation) goes through `change`, which first keeps, for every child forked since
+//! the previous change, the state it will adopt (`fork_log.rs`).
 //!
 //! This file wires the commands to the state; the policies live below it: where blocks come from
-//! (`block.rs`), what memory a context may use (`budget.rs`), when threads are found gone
-//! (`threads.rs`), what a forked child inherits (`fork.rs`), and how the counters are read
-//! (`stats.rs`).
+//! (`block.rs`), what memory a context may use (`budget.rs`, `quota.rs`), when threads are found
+//! gone (`threads.rs`), what a forked child inherits (`fork.rs`) and as of when (`fork_log.rs`),
+//! and how the counters are read (`stats.rs`).
 
-use core::sync::atomic::{
-    AtomicU32,
-    Ordering, //
+use core::{
+    mem::size_of,
+    sync::atomic::{
+        AtomicU32,
+        Ordering, //
+    },
 };
 
 use kernel::{
@@ -32,6 +42,7 @@ use kernel::{
         aref::ARef,
         Arc,
         Mutex,
+        MutexGuard,
         SetOnce, //
     },
     task::{
@@ -44,27 +55,45 @@ use kernel::{
     },
 };
 
-use crate::arch;
-use crate::budget::Budget;
+use crate::budget::{
+    self,
+    Budget, //
+};
 use crate::cache::{
     self,
     Cache, //
 };
-use crate::exit_hook;
+use crate::exit_hook::{
+    self,
+    Room, //
+};
 use crate::fork;
+use crate::fork_log::{
+    ForkLog,
+    Snapshot, //
+};
 use crate::layout::Layout;
 use crate::limits::{
     self,
     LIMITS, //
 };
+use crate::quota::{
+    Charge,
+    ContextSlot, //
+};
 use crate::registry::Registry;
 use crate::rows::PackedRows;
 use crate::stats::{
     Identity,
+    Summary,
     Totals,
     View, //
 };
-use crate::threads::Threads;
+use crate::thread::Thread;
+use crate::threads::{
+    self,
+    Threads, //
+};
 use crate::uapi::*;
 use crate::usermem::OwnerMm;
 
@@ -85,20 +114,29 @@ pub(crate) struct Context {
     /// The address space this context serves; the reference (`mmgrab`) keeps the pointer from
     /// being reused, so comparing it with `current->mm` is an identity check.
     mm: ARef<Mm>,
-    /// The process that opened the context, for diagnostics.
-    tgid: Pid,
+    /// The thread group leader of the process that opened the context, for diagnostics.
+    leader: ARef<Task>,
     /// `KSTLS_MODE_*` set by `SET_MODE` (read without the lock by `mmap`).
     mode: AtomicU32,
     /// The fast-path cache, made by the first `mmap`.
     cache: SetOnce<Arc<Cache>>,
+    /// The forks of the process, for `ADOPT`; its epoch counts the changes of `inner`.
+    forks: Arc<ForkLog>,
+    /// What fdinfo shows while `inner` is locked: it never waits for the lock.
+    #[pin]
+    summary: Summary,
     #[pin]
     inner: Mutex<Inner>,
+    /// The context's place in its user's quota; dropped last, after everything it paid for.
+    user: ContextSlot,
 }
 
 impl Inner {
     /// Reclaims the tables of every thread that has exited.
     fn sweep(&mut self) {
-        self.totals.thread_exits += self.threads.sweep(&mut self.registry, &mut self.rows);
+        self.totals.thread_exits +=
+            self.threads
+                .sweep(&mut self.registry, &mut self.rows, &mut self.budget);
     }
 
     /// The state, for reading the counters.
@@ -119,20 +157,29 @@ impl Context {
         let cur = kernel::current!();
         // Kernel threads have no address space to put blocks in.
         let mm: ARef<Mm> = ARef::from(&**cur.mm().ok_or(EINVAL)?);
-        let tgid = cur.tgid();
+        let leader = ARef::from(cur.group_leader());
         let rows = PackedRows::new(&LIMITS)?;
+        let user = ContextSlot::open(limits::max_user_bytes())?;
+        let mut budget = Budget::new(&LIMITS, user.quota());
+        // The context itself is kernel memory its user keeps, and so is its fork log.
+        budget.charge_kernel(budget::alloc_size(size_of::<Self>()) + ForkLog::kernel_bytes())?;
+        let forks = ForkLog::new(mm.as_raw() as usize)?;
+        let threads = Threads::new(mm.as_raw() as usize);
         Ok(try_pin_init!(Self {
             mm,
-            tgid,
+            leader,
             mode: AtomicU32::new(0),
             cache: SetOnce::new(),
+            forks,
+            summary <- Summary::new(),
             inner <- new_mutex!(Inner {
                 registry: Registry::new(),
-                threads: Threads::new(),
+                threads,
                 rows,
-                budget: Budget::new(&LIMITS),
+                budget,
                 totals: Totals::default(),
             }),
+            user,
         }))
     }
 
@@ -157,31 +204,73 @@ impl Context {
         OwnerMm::check(&self.mm).ok_or(EPERM)
     }
 
+    /// Starts a change of the state `g` (under the lock): every child forked since the last
+    /// change, which has not adopted yet, first gets its snapshot of the state as it is, so that
+    /// it never adopts a later one (`fork_log.rs`). The change ends with `Change::finish`, or,
+    /// when a failure cuts it short, when the guard is dropped.
+    fn change(&self, g: &Inner) -> Result<Change<'_>> {
+        let mut pending = self.forks.begin_change()?;
+        let change = Change {
+            log: &self.forks,
+            map_ops: g.budget.map_ops(),
+            done: false,
+        };
+        for (id, forker, child) in pending.wanted.drain_all() {
+            let snapshot =
+                fork::inherit(&g.registry, &g.threads, &g.rows, &g.budget, forker, &child)
+                    .and_then(|state| {
+                        let charge = Charge::new(g.budget.quota(), state.kernel_total())?;
+                        Ok(KBox::new(
+                            Snapshot {
+                                state,
+                                _charge: charge,
+                            },
+                            GFP_KERNEL_ACCOUNT,
+                        )?)
+                    });
+            self.forks.attach(id, snapshot);
+        }
+        Ok(change)
+    }
+
+    /// Publishes the figures of `g` for fdinfo, before the lock may be held across a fault and
+    /// before it is let go.
+    fn publish(&self, g: &Inner) {
+        self.summary.publish(&g.view());
+    }
+
     /// `KSTLS_IOC_REGISTER`: validates the descriptor, snapshots the image, returns the id.
     pub(crate) fn register(&self, r: &kstls_register) -> Result<u64> {
         let _owner = self.owner()?;
         let layout = Layout::new(r.filesz, r.memsz, r.align, r.align_offset, &LIMITS)?;
         // The snapshot is read before taking the lock: no user copy under the lock when it can
         // be avoided. Its size is bounded by `max_image_size`.
-        let mut image = KVVec::with_capacity(layout.filesz, GFP_KERNEL)?;
+        let mut image = KVVec::with_capacity(layout.filesz, GFP_KERNEL_ACCOUNT)?;
         let src = usize::try_from(r.image).map_err(|_| EFAULT)?;
-        UserSlice::new(UserPtr::from_addr(src), layout.filesz).read_all(&mut image, GFP_KERNEL)?;
+        UserSlice::new(UserPtr::from_addr(src), layout.filesz)
+            .read_all(&mut image, GFP_KERNEL_ACCOUNT)?;
 
         let mut g = self.inner.lock();
+        let change = self.change(&g)?;
         let Inner {
             registry,
             rows,
             budget,
             ..
         } = &mut *g;
-        let id = registry.add(LIMITS.max_modules, layout, image, rows, budget)?;
-        Ok(id.encode())
+        let id = registry.add(LIMITS.max_modules, layout, image, rows, budget);
+        change.finish(&g);
+        self.publish(&g);
+        Ok(id?.encode())
     }
 
     /// `KSTLS_IOC_UNREGISTER`: frees every thread's block of the module and its storage.
     pub(crate) fn unregister(&self, id: u64) -> Result {
         let owner = self.owner()?;
         let mut guard = self.inner.lock();
+        // Checked before the change begins: an unknown id changes nothing.
+        guard.registry.get(id)?;
+        let change = self.change(&guard)?;
         let g = &mut *guard;
         let mut m = g.registry.remove(id)?;
         if let Some(c) = self.cache.as_ref() {
@@ -199,6 +288,8 @@ impl Context {
             g.rows.unmap_all(&mut g.budget, &owner);
         }
         g.budget.uncharge_image(m.layout.filesz);
+        change.finish(g);
+        self.publish(&guard);
         drop(guard);
         // The snapshot is freed here, after the lock is dropped.
         drop(m);
@@ -224,13 +315,30 @@ impl Context {
         if offset >= memsz as u64 {
             return Err(EINVAL);
         }
+        // A new thread's table, or a first touch: a change. A lookup changes only counters.
+        let changes = !inner.threads.has(task, pid)
+            || inner
+                .threads
+                .get(pid)
+                .and_then(|t| t.block(index))
+                .is_none();
+        let change = if changes {
+            Some(self.change(inner)?)
+        } else {
+            None
+        };
         inner.threads.enter(
             task,
             pid,
             &mut inner.registry,
             &mut inner.rows,
+            &mut inner.budget,
             &mut inner.totals.thread_exits,
         )?;
+        if changes {
+            // A first touch may map memory and fault on the block: fdinfo shows this meanwhile.
+            self.publish(inner);
+        }
         let Inner {
             registry,
             threads,
@@ -244,7 +352,7 @@ impl Context {
         let block = match t.block(index) {
             Some(b) => b.addr,
             None => {
-                t.reserve(index)?;
+                t.reserve(index, budget)?;
                 let addr = m
                     .storage
                     .first_touch(&m.layout, &m.image, &mut t.row, rows, budget, &owner)?;
@@ -264,52 +372,108 @@ impl Context {
             totals.traps += 1;
         }
         if let (Some(c), Some(tp)) = (self.cache.as_ref(), tp) {
-            if c.fill(
-                task.as_ptr() as usize,
-                tp,
-                &mut t.cached_tp,
-                module,
-                index,
-                block,
-            ) {
+            if fill_cache(c, budget, t, task, tp, module, index, block) {
                 totals.fills += 1;
             }
+        }
+        if let Some(change) = change {
+            change.finish(&g);
+            self.publish(&g);
+        } else {
+            self.summary.publish_totals(&g.totals);
         }
         // Cannot overflow: `offset < memsz` and the block lies inside a mapping.
         Ok((block + offset as usize) as u64)
     }
 
-    /// `KSTLS_IOC_ADOPT`: takes over, in a forked child, what `parent` (the context of the
-    /// process that forked it) had for the forking thread.
+    /// `KSTLS_IOC_ADOPT`: takes over, in a forked child, what its forking thread had in `parent`
+    /// (the context of the process that forked it) at the fork: a snapshot made before the
+    /// parent's first change since, or the parent's state if it has not changed. Any thread of the
+    /// child may call it; the table goes to the child's first thread. Everything that can fail is
+    /// done before the fork's record is taken, so a failed ADOPT can be tried again.
     pub(crate) fn adopt(&self, parent: &Context) -> Result {
         let _owner = self.owner()?;
         fork::may_adopt(&self.mm, &parent.mm)?;
         let cur = kernel::current!();
         let task: &Task = &cur;
+        // Only a child forked from the context may adopt it, into a context nothing has used.
+        if !parent.forks.has(task) {
+            return Err(EPERM);
+        }
+        self.check_fresh()?;
+        let room = Threads::reserve()?;
 
-        // The child's state is built under the parent's lock alone; the two context locks are
-        // never held together.
-        let child = {
-            let g = parent.inner.lock();
-            fork::inherit(
-                &g.registry,
-                &g.threads,
-                &g.rows,
-                &g.budget,
-                task,
-                arch::current_fsbase(),
-            )?
+        // A snapshot is taken without the parent's lock, which a change may hold across a
+        // fault; else the parent's state is read under its lock alone (the two context locks
+        // are never held together).
+        let (mut guard, child) = loop {
+            if !parent.forks.has(task) {
+                return Err(EPERM);
+            }
+            if let Some(cost) = parent.forks.ready(task) {
+                let guard = self.charged(cost?)?;
+                match parent.forks.take(task, true).map(|rec| rec.snapshot) {
+                    Some(Some(Ok(s))) => break (guard, KBox::into_inner(s).state),
+                    _ => return Err(EPERM),
+                }
+            }
+            let child = {
+                let g = parent.inner.lock();
+                // No change is under way while the lock is held: the epoch is even. A change
+                // that ran since `ready` has made the snapshot: take that.
+                let Some((epoch, forker, first)) = parent.forks.peek(task) else {
+                    continue;
+                };
+                if epoch != parent.forks.epoch() {
+                    return Err(ESTALE);
+                }
+                fork::inherit(&g.registry, &g.threads, &g.rows, &g.budget, forker, &first)?
+            };
+            let guard = self.charged(child.kernel_total())?;
+            if parent.forks.take(task, false).is_none() {
+                return Err(EPERM);
+            }
+            break (guard, child);
         };
+        // Charged and room made: nothing below can fail.
+        let change = self.change(&guard);
+        let g = &mut *guard;
+        g.budget.inherit(child.mapped, child.images);
+        // The table is the child's first thread's (the forking thread's copy), whichever thread
+        // of the child adopts.
+        g.threads
+            .insert_into(room, child.thread.tid(), child.thread);
+        g.registry = child.registry;
+        g.rows = child.rows;
+        if let Ok(change) = change {
+            change.finish(g);
+        }
+        self.publish(g);
+        Ok(())
+    }
 
+    /// This context, locked and still fresh, with `cost` bytes (of an adopted state and its
+    /// table's node) charged to it: `EINVAL` if it was used meanwhile, `EDQUOT` when the quota
+    /// has no room. The charge is the adopted state's from then on.
+    fn charged(&self, cost: u64) -> Result<MutexGuard<'_, Inner>> {
         let mut g = self.inner.lock();
+        Self::fresh(&g)?;
+        let bytes = usize::try_from(cost).map_err(|_| EDQUOT)?;
+        g.budget.charge_kernel(bytes + Threads::node_bytes())?;
+        Ok(g)
+    }
+
+    /// `EINVAL` unless the state `g` is that of a context nothing has used yet.
+    fn fresh(g: &Inner) -> Result {
         if g.registry.len() != 0 || !g.threads.is_empty() {
             return Err(EINVAL);
         }
-        g.threads.insert(task.pid(), child.thread)?;
-        g.registry = child.registry;
-        g.rows = child.rows;
-        g.budget = child.budget;
         Ok(())
+    }
+
+    /// The same, under the context's lock.
+    fn check_fresh(&self) -> Result {
+        Self::fresh(&self.inner.lock())
     }
 
     /// `KSTLS_IOC_SET_MODE`, with `mode` made only of known bits.
@@ -335,13 +499,15 @@ impl Context {
             return Err(ENODEV);
         }
         if self.cache.as_ref().is_none() {
-            let mm = self.mm.as_raw() as usize;
-            let c = Arc::pin_init(Cache::new(mm, threads, self.strict())?, GFP_KERNEL)?;
-            exit_hook::add_cache(&c)?;
-            if let Err(c) = self.cache.populate(c.clone()).then_some(()).ok_or(c) {
-                // Another mmap made the cache first.
-                exit_hook::remove_cache(&c);
-            }
+            // Every check first: a refused mapping makes no cache.
+            cache::check_vma(vma, cache::size_for(threads).ok_or(ENOMEM)?)?;
+            let quota = self.user.quota();
+            let c = Arc::pin_init(
+                Cache::new(threads, self.strict(), quota)?,
+                GFP_KERNEL_ACCOUNT,
+            )?;
+            // If another mmap made the cache first, this one goes: nothing refers to it yet.
+            self.cache.populate(c);
         }
         self.cache.as_ref().ok_or(ENOMEM)?.map(vma)
     }
@@ -350,35 +516,133 @@ impl Context {
     pub(crate) fn info(&self) -> Result<kstls_info> {
         let _owner = self.owner()?;
         let mut g = self.inner.lock();
-        g.sweep();
+        self.sweep(&mut g)?;
         Ok(g.view().info(self.strict()))
+    }
+
+    /// Reclaims the tables of the threads that have exited, if any: a change.
+    fn sweep(&self, g: &mut Inner) -> Result {
+        if g.threads.any_exited() {
+            let change = self.change(g)?;
+            g.sweep();
+            change.finish(g);
+            self.publish(g);
+        }
+        Ok(())
     }
 
     /// `KSTLS_IOC_STATS`: counters, optionally narrowed to a module and/or a thread.
     pub(crate) fn stats(&self, q: &kstls_stats) -> Result<kstls_stats> {
         let _owner = self.owner()?;
         let tid = Pid::try_from(q.tid).map_err(|_| EINVAL)?;
+        // The caller names the thread as its pid namespace does; the tables are by global tid.
+        let global = match tid {
+            0 => 0,
+            t => threads::global_tid(t).unwrap_or(threads::NO_THREAD),
+        };
         let mut g = self.inner.lock();
-        g.sweep();
-        g.view().stats(q.module, tid)
+        self.sweep(&mut g)?;
+        let mut out = g.view().stats(q.module, global)?;
+        out.tid = q.tid;
+        Ok(out)
     }
 
-    /// `/proc/<pid>/fdinfo/<fd>`: the state of the context, readable by an operator.
+    /// `/proc/<pid>/fdinfo/<fd>`: the state of the context, readable by an operator. Never
+    /// waits for the context lock, which a first touch may hold across a fault: while it is
+    /// taken, the figures last published are shown instead (`busy: 1`).
     pub(crate) fn show(&self, m: &SeqFile) {
-        let mut g = self.inner.lock();
-        g.sweep();
+        let cur = kernel::current!();
         let id = Identity {
-            tgid: self.tgid,
+            // As the reader's pid namespace numbers it: a container is not shown a host pid.
+            tgid: self.leader.tgid_nr_ns(cur.active_pid_ns()),
             strict: self.strict(),
             cached_threads: self.cache.as_ref().map_or(0, |c| c.cached_threads()),
         };
-        g.view().show(m, &id);
+        match self.inner.try_lock() {
+            Some(g) => g.view().show(m, &id),
+            None => self.summary.show(m, &id),
+        }
     }
+}
+
+/// A change of a context under way (`Context::change`).
+struct Change<'a> {
+    log: &'a ForkLog,
+    /// The budget's mapping count when it began.
+    map_ops: u64,
+    done: bool,
+}
+
+impl Change<'_> {
+    /// Ends the change of `g`, telling the fork log whether it mapped or unmapped memory.
+    fn finish(mut self, g: &Inner) {
+        self.done = true;
+        self.log.end_change(g.budget.map_ops() != self.map_ops);
+    }
+}
+
+impl Drop for Change<'_> {
+    fn drop(&mut self) {
+        // Cut short by a failure: it may have touched the address space.
+        if !self.done {
+            self.log.end_change(true);
+        }
+    }
+}
+
+/// Publishes, in the cache `c`, the block `block` of module `module` (at `index`) for the
+/// running thread `task` (table `t`, thread pointer `tp`), and records its slot where the exit
+/// probe finds it. A thread's first slot needs an entry in the probe's index, charged to
+/// `budget`: if it cannot be had, the thread is simply not cached. Returns whether the entry was
+/// published.
+#[expect(clippy::too_many_arguments)]
+fn fill_cache(
+    c: &Arc<Cache>,
+    budget: &mut Budget,
+    t: &mut Thread,
+    task: &Task,
+    tp: u64,
+    module: u64,
+    index: u32,
+    block: usize,
+) -> bool {
+    let bytes = Room::bytes();
+    let mut room = None;
+    if t.index_bytes == 0 {
+        if budget.charge_kernel(bytes).is_err() {
+            return false;
+        }
+        match Room::new() {
+            Ok(r) => room = Some(r),
+            Err(_) => {
+                budget.uncharge_kernel(bytes);
+                return false;
+            }
+        }
+    }
+    let task = task.as_ptr() as usize;
+    let Some(slot) = c.fill(task, tp, &mut t.cached_tp, module, index, block) else {
+        if room.is_some() {
+            budget.uncharge_kernel(bytes);
+        }
+        return false;
+    };
+    if t.cached_slot != Some(slot) {
+        if exit_hook::published(task, c, slot, &mut room) {
+            t.index_bytes = bytes;
+        }
+        t.cached_slot = Some(slot);
+    }
+    if room.is_some() {
+        budget.uncharge_kernel(bytes);
+    }
+    true
 }
 
 #[pinned_drop]
 impl PinnedDrop for Context {
     fn drop(self: Pin<&mut Self>) {
+        self.forks.remove();
         if let Some(c) = self.cache.as_ref() {
             exit_hook::remove_cache(c);
         }

@@ -1,22 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Thread exit, seen by the driver itself: a probe on the `sched_process_exit` tracepoint.
+//! Tasks that leave an address space, seen by the module itself: probes on `sched_process_exit`
+//! and `sched_prepare_exec`, and the index that finds such a task's cache slots.
 //!
-//! One `ExitHook` for the driver, registered at load and unregistered at unload, and one global
-//! table of the caches that exist (`CACHES`). The probe runs in the exiting task, before
-//! `exit_mm()` releases the thread's `clear_child_tid` futex, so the thread's cache slot is gone
-//! before anybody can join it and start a thread on the same stack and thread pointer. Block
-//! reclamation does not need it (contexts see `PF_EXITING` lazily); only the cache does, so when
-//! the tracepoint is missing kstls simply offers no cache.
+//! One `ExitHook` for the module, attached at load and detached at unload, and one global index,
+//! `SLOTS`: an entry (task, cache) -> slot for every cache slot a task holds (`published`, after
+//! `Cache::fill`). The exit probe runs in the exiting task before `exit_mm()` releases the
+//! thread's `clear_child_tid` futex, so the slot is gone before anybody can join the thread and
+//! start another on the same stack and thread pointer. The exec probe runs in a task that is
+//! about to leave its address space for a new program, before `exec_mmap()` lets a vfork parent
+//! run again on the same thread pointer. Each looks the task up in `SLOTS` and forgets the slots
+//! it finds: a lookup in a tree of the published tasks and one slot per cache the task holds,
+//! whatever the number of caches and slots on the machine; a task that holds none (nearly every
+//! task) costs one lookup, and none at all while no task holds a slot.
 //!
-//! The `kernel` crate has no tracepoint-probe abstraction, so the raw bindings are wrapped here,
-//! once. Lock order: `CACHES`, then a cache's own lock.
+//! Block reclamation does not need the probes (contexts see exited tasks lazily, `thread.rs`);
+//! only the cache does, so when a tracepoint is missing kstls simply offers no cache. Lock order:
+//! `SLOTS`, then a cache's own lock. A cache is taken out of `SLOTS` (`remove_cache`) before it
+//! can be freed, so an entry's cache is always valid under the lock.
 
 use core::{
     ffi::c_void,
-    ptr,
     sync::atomic::{
         AtomicBool,
+        AtomicUsize,
         Ordering, //
     },
 };
@@ -28,132 +35,264 @@ use kernel::{
         RBTree,
         RBTreeNodeReservation, //
     },
-    sync::Arc,
+    sync::Arc, //
 };
 
-use crate::arch;
 use crate::cache::Cache;
+use crate::tracepoint::Probe;
+
+/// The key of an entry: the task's and the cache's addresses (identities only).
+type Key = (usize, usize);
 
 kernel::sync::global_lock! {
-    // SAFETY: `init_caches` is called in the driver's initialiser, before the probe is registered
-    // and before the device exists, so before any other use.
-    unsafe(uninit) static CACHES: SpinLock<Option<RBTree<usize, Arc<Cache>>>> = None;
+    // SAFETY: `init` is called in the module initialiser, before the probes are registered and
+    // before the device exists, so before any other use.
+    unsafe(uninit) static SLOTS: SpinLock<Option<RBTree<Key, usize>>> = None;
 }
 
-/// Whether the probe is registered: without it no cache may be handed out.
+/// Entries in `SLOTS`: 0 lets the probes return at once.
+static NR_SLOTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether both probes are attached: without them no cache may be handed out.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-/// Initialises the global table. Called once, from the driver's initialiser.
-pub(crate) fn init_caches() {
-    // SAFETY: Called exactly once, before any other use of `CACHES`.
-    unsafe { CACHES.init() };
+/// Initialises the global index. Called once, from the module initialiser.
+pub(crate) fn init() {
+    // SAFETY: Called exactly once, before any other use of `SLOTS`.
+    unsafe { SLOTS.init() };
 }
 
-/// Whether thread exits are seen as they happen, so a cache may be used.
+/// Whether thread exits and execs are seen as they happen, so a cache may be used.
 pub(crate) fn active() -> bool {
     ACTIVE.load(Ordering::Acquire)
 }
 
-/// Makes `cache` visible to the exit probe. The tree node is allocated before the lock is taken.
-pub(crate) fn add_cache(cache: &Arc<Cache>) -> Result {
-    let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
-    let key = Arc::as_ptr(cache) as usize;
-    let mut g = CACHES.lock();
-    g.get_or_insert_with(RBTree::new)
-        .insert(node.into_node(key, cache.clone()));
-    Ok(())
+/// Room for one entry of `SLOTS`, allocated before any lock is taken.
+pub(crate) struct Room(RBTreeNodeReservation<Key, usize>);
+
+impl Room {
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Self(RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?))
+    }
+
+    /// Bytes of kernel memory an entry takes.
+    pub(crate) fn bytes() -> usize {
+        crate::budget::alloc_size(
+            core::mem::size_of::<bindings::rb_node>() + core::mem::size_of::<(Key, usize)>(),
+        )
+    }
 }
 
-/// Hides `cache` from the exit probe (its context is going away).
+/// Records that the running task `task` holds `slot` of `cache` now (`Cache::fill` returned it).
+/// A task's first slot in a cache needs `room`; a later one (it moved) replaces the entry.
+/// Returns whether `room` was used.
+pub(crate) fn published(
+    task: usize,
+    cache: &Arc<Cache>,
+    slot: usize,
+    room: &mut Option<Room>,
+) -> bool {
+    let key = (task, Arc::as_ptr(cache) as usize);
+    let mut g = SLOTS.lock();
+    let tree = g.get_or_insert_with(RBTree::new);
+    if let Some(s) = tree.get_mut(&key) {
+        *s = slot;
+        return false;
+    }
+    let Some(r) = room.take() else {
+        return false;
+    };
+    tree.insert(r.0.into_node(key, slot));
+    NR_SLOTS.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// Forgets every slot `task` holds, in every cache: it is leaving its address space. Returns
+/// how many entries it found (the work done, whatever the number of caches and slots).
+pub(crate) fn forget_task(task: usize) -> usize {
+    if NR_SLOTS.load(Ordering::Relaxed) == 0 {
+        return 0;
+    }
+    let mut found = 0;
+    let mut g = SLOTS.lock();
+    let Some(tree) = g.as_mut() else { return 0 };
+    let mut cursor = tree.cursor_lower_bound_mut(&(task, 0));
+    while let Some(c) = cursor {
+        let (&(t, cache), &slot) = c.current();
+        if t != task {
+            break;
+        }
+        // SAFETY: An entry's cache is valid while the entry is in `SLOTS` (under its lock):
+        // `remove_cache` takes every entry of a cache out before the cache can go.
+        unsafe { &*(cache as *const Cache) }.forget_slot(task, slot);
+        let (next, node) = c.remove_current();
+        // Freeing the node under the spinlock is fine: nothing sleeps, nothing allocates.
+        drop(node);
+        NR_SLOTS.fetch_sub(1, Ordering::Relaxed);
+        found += 1;
+        cursor = next;
+    }
+    found
+}
+
+/// Takes every entry of `cache` out of `SLOTS` (its context is going away). Walks the index: a
+/// context is closed far less often than a task exits.
 pub(crate) fn remove_cache(cache: &Arc<Cache>) {
-    let key = Arc::as_ptr(cache) as usize;
-    let removed = CACHES.lock().as_mut().and_then(|t| t.remove_node(&key));
-    // The last reference may be the one in the tree: drop it after the lock.
-    drop(removed);
+    let addr = Arc::as_ptr(cache) as usize;
+    let mut g = SLOTS.lock();
+    let Some(tree) = g.as_mut() else { return };
+    let mut cursor = tree.cursor_front_mut();
+    while let Some(c) = cursor {
+        if c.current().0 .1 == addr {
+            let (next, node) = c.remove_current();
+            drop(node);
+            NR_SLOTS.fetch_sub(1, Ordering::Relaxed);
+            cursor = next;
+        } else {
+            cursor = c.move_next();
+        }
+    }
 }
 
-/// The probe: `void (*)(void *data, struct task_struct *p, bool group_dead)`.
+/// The exit probe: `void (*)(void *data, struct task_struct *p, bool group_dead)`.
 unsafe extern "C" fn on_exit(_data: *mut c_void, task: *mut bindings::task_struct, _dead: bool) {
-    // SAFETY: The tracepoint passes the exiting task, which is `current` and valid; `mm` is still
-    // set, since `exit_mm()` runs after this tracepoint. It is compared, never dereferenced.
-    let mm = unsafe { ptr::read_volatile(&raw const (*task).mm) } as usize;
-    if mm == 0 {
-        return;
-    }
-    // The exiting task is the one running: its FS base is the thread pointer it was cached by.
-    let tp = arch::current_fsbase();
-    let g = CACHES.lock();
-    if let Some(tree) = g.as_ref() {
-        for c in tree.values().filter(|c| c.mm == mm) {
-            c.forget_task(task as usize, tp);
-        }
-    }
+    forget_task(task as usize);
 }
 
-/// Looks for `sched_process_exit` among the kernel's tracepoints.
-unsafe extern "C" fn find_exit_tp(tp: *mut bindings::tracepoint, out: *mut c_void) {
-    // SAFETY: `for_each_kernel_tracepoint` passes valid tracepoints whose names are static C
-    // strings; `out` is the `*mut *mut tracepoint` that `ExitHook::new` passed in.
-    unsafe {
-        if CStr::from_char_ptr((*tp).name) == c"sched_process_exit" {
-            *out.cast::<*mut bindings::tracepoint>() = tp;
-        }
-    }
+/// The exec probe: `void (*)(void *data, struct task_struct *p, struct linux_binprm *bprm)`.
+unsafe extern "C" fn on_exec(
+    _data: *mut c_void,
+    task: *mut bindings::task_struct,
+    _bprm: *mut bindings::linux_binprm,
+) {
+    forget_task(task as usize);
 }
 
-/// The registration of the probe, undone on drop.
+/// The probes, detached on drop.
 pub(crate) struct ExitHook {
-    tp: *mut bindings::tracepoint,
+    _exit: Option<Probe>,
+    _exec: Option<Probe>,
 }
-
-// SAFETY: `tp` points to a static kernel tracepoint; registering and unregistering probes is
-// allowed from any thread.
-unsafe impl Send for ExitHook {}
-// SAFETY: `ExitHook` has no methods that use `tp` through a shared reference.
-unsafe impl Sync for ExitHook {}
 
 impl ExitHook {
-    /// Registers the probe; without the tracepoint the driver still works, with no cache.
+    /// Attaches the probes; without either the module still works, with no cache.
     pub(crate) fn new() -> Self {
-        let mut tp: *mut bindings::tracepoint = ptr::null_mut();
-        // SAFETY: `find_exit_tp` matches the callback type and only writes through `out`, which
-        // points to `tp`, live for the call.
-        unsafe { bindings::for_each_kernel_tracepoint(Some(find_exit_tp), (&raw mut tp).cast()) };
-        if tp.is_null() {
-            pr_warn!("no sched_process_exit tracepoint, the fast-path cache is off\n");
-            return Self { tp };
-        }
-        // SAFETY: `tp` is a kernel tracepoint and `on_exit` has its probe signature; the probe
-        // is unregistered in `drop` before the driver's text goes away.
-        let ret = unsafe {
-            bindings::tracepoint_probe_register(tp, on_exit as *mut c_void, ptr::null_mut())
+        // SAFETY: `on_exit` and `on_exec` have the probe signatures of these tracepoints and live
+        // as long as the module, which drops the `ExitHook` before it goes.
+        let (exit, exec) = unsafe {
+            (
+                Probe::attach(c"sched_process_exit", on_exit as *mut c_void),
+                Probe::attach(c"sched_prepare_exec", on_exec as *mut c_void),
+            )
         };
-        if ret != 0 {
-            pr_warn!(
-                "cannot attach to sched_process_exit ({}), the cache is off\n",
-                ret
-            );
-            return Self {
-                tp: ptr::null_mut(),
-            };
+        match (&exit, &exec) {
+            (Ok(_), Ok(_)) => ACTIVE.store(true, Ordering::Release),
+            (Err(e), _) | (_, Err(e)) => {
+                pr_warn!(
+                    "cannot attach to the exit or exec tracepoint ({:?}), the cache is off\n",
+                    e
+                );
+            }
         }
-        ACTIVE.store(true, Ordering::Release);
-        Self { tp }
+        Self {
+            _exit: exit.ok(),
+            _exec: exec.ok(),
+        }
     }
 }
 
 impl Drop for ExitHook {
     fn drop(&mut self) {
-        if self.tp.is_null() {
-            return;
-        }
         ACTIVE.store(false, Ordering::Release);
-        // SAFETY: The probe was registered with these arguments in `new`. `tracepoint_srcu` is
-        // the SRCU domain non-faultable tracepoints run their probes in: after the grace period
-        // no CPU is still inside `on_exit`, so the driver may be unloaded.
-        unsafe {
-            bindings::tracepoint_probe_unregister(self.tp, on_exit as *mut c_void, ptr::null_mut());
-            bindings::synchronize_srcu(&raw mut bindings::tracepoint_srcu);
+    }
+}
+
+#[kunit_tests(rust_kstls_exit_hook)]
+mod tests {
+    use super::*;
+    use crate::quota::ContextSlot;
+
+    /// Task addresses no task has (kernel addresses are far above these).
+    const TASK: usize = 0x7e00_0000;
+
+    /// Takes the test's caches out of `SLOTS` however the test ends.
+    struct Cleanup<'a>(&'a [Arc<Cache>]);
+
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            for c in self.0 {
+                remove_cache(c);
+            }
         }
+    }
+
+    #[test]
+    fn exit_cost_does_not_grow_with_the_caches() -> Result {
+        let u = ContextSlot::open_for(0x7ff8_0001, u64::MAX)?;
+        let mut caches = KVec::new();
+        for _ in 0..8 {
+            caches.push(
+                Arc::pin_init(Cache::new(2, false, u.quota())?, GFP_KERNEL)?,
+                GFP_KERNEL,
+            )?;
+        }
+        let _cleanup = Cleanup(&caches);
+        // One task in one cache, another in all eight.
+        let one = TASK;
+        let all = TASK + 0x1000;
+        let mut cached = 0u64;
+        let slot = caches[3]
+            .fill(one, 0x7f00_0000_1000, &mut cached, 1 << 32, 0, 0x9000)
+            .ok_or(EINVAL)?;
+        assert!(published(one, &caches[3], slot, &mut Some(Room::new()?)));
+        for c in caches.iter() {
+            let mut cached = 0u64;
+            let slot = c
+                .fill(all, 0x7f00_0040_1000, &mut cached, 1 << 32, 0, 0x9000)
+                .ok_or(EINVAL)?;
+            assert!(published(all, c, slot, &mut Some(Room::new()?)));
+        }
+        // A task that holds no slot finds nothing, however many caches there are.
+        assert_eq!(forget_task(TASK + 0x2000), 0);
+        // A task finds exactly the slots it holds, and they are forgotten.
+        assert_eq!(forget_task(one), 1);
+        assert_eq!(caches[3].cached_threads(), 1);
+        assert_eq!(forget_task(all), 8);
+        assert!(caches.iter().all(|c| c.cached_threads() == 0));
+        assert_eq!(forget_task(one), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_task_that_moved_is_found_at_its_new_slot_and_a_closed_cache_is_gone() -> Result {
+        let u = ContextSlot::open_for(0x7ff8_0002, u64::MAX)?;
+        let c = Arc::pin_init(Cache::new(2, false, u.quota())?, GFP_KERNEL)?;
+        let caches = [c];
+        let _cleanup = Cleanup(&caches);
+        let c = &caches[0];
+        let task = TASK + 0x3000;
+        let mut cached = 0u64;
+        let mut room = Some(Room::new()?);
+        let first = c
+            .fill(task, 0x7f00_0000_1000, &mut cached, 1 << 32, 0, 0x9000)
+            .ok_or(EINVAL)?;
+        assert!(published(task, c, first, &mut room));
+        // The thread changed its thread pointer: a new slot, the same entry.
+        let moved = c
+            .fill(task, 0x7f00_4000_1000, &mut cached, 1 << 32, 0, 0x9000)
+            .ok_or(EINVAL)?;
+        assert_ne!(moved, first);
+        assert!(!published(task, c, moved, &mut None));
+        assert_eq!(forget_task(task), 1);
+        assert_eq!(c.cached_threads(), 0);
+        // A cache that goes takes its entries with it.
+        let mut cached = 0u64;
+        let slot = c
+            .fill(task, 0x7f00_0000_1000, &mut cached, 1 << 32, 0, 0x9000)
+            .ok_or(EINVAL)?;
+        assert!(published(task, c, slot, &mut Some(Room::new()?)));
+        remove_cache(c);
+        assert_eq!(forget_task(task), 0);
+        Ok(())
     }
 }

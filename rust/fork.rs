@@ -4,11 +4,13 @@
 //!
 //! fork copies the parent's address space, blocks and rows included, to the same addresses, but
 //! not its context: the child opens its own and adopts the parent's, once, before anything else.
-//! Who may adopt is decided here (`may_adopt`: a child of the owner, not the owner itself), and
-//! what the child gets (`inherit`): every module with the same id, layout and image, the
-//! forking thread's table with the same blocks (so every TLS variable keeps its value), and the
-//! blocks and rows of the parent's other threads free for reuse, since no thread of the child
-//! will ever use them. One `Inheritance` is built per adoption, under the parent's lock alone.
+//! Who may adopt, and as of when, is the fork log's (`fork_log.rs`: a child recorded when it was
+//! forked, adopting exactly what its forking thread had then); what the child gets is decided
+//! here (`inherit`): every module with the same id, layout and image, the forking thread's
+//! table with the same blocks (so every TLS variable keeps its value), and the blocks and rows
+//! of the parent's other threads free for reuse, since no thread of the child will ever use
+//! them. One `Inheritance` is built per child, under the parent's lock alone: before the
+//! parent's first change since the fork, or when the child adopts, whichever comes first.
 
 use kernel::{
     mm::Mm,
@@ -21,7 +23,6 @@ use crate::registry::Registry;
 use crate::rows::PackedRows;
 use crate::thread::Thread;
 use crate::threads::Threads;
-use crate::usermem;
 
 /// What a forked child's context starts from.
 pub(crate) struct Inheritance {
@@ -29,35 +30,45 @@ pub(crate) struct Inheritance {
     pub(crate) rows: PackedRows,
     /// The table of the child's only thread.
     pub(crate) thread: Thread,
-    pub(crate) budget: Budget,
+    /// Bytes of user memory the parent had mapped for blocks (fork copied them).
+    pub(crate) mapped: u64,
+    /// Bytes of `.tdata` snapshots in `registry`.
+    pub(crate) images: u64,
+    /// Bytes of kernel memory `registry` and `rows` keep (`thread` is charged on its own).
+    pub(crate) kernel: u64,
 }
 
-/// Whether the calling process (whose context serves `own`) may adopt the context of the process
-/// whose mm is `parent`: `EINVAL` if it is the same process (there is nothing to adopt), `EPERM`
-/// if the caller was not forked by it.
+impl Inheritance {
+    /// Bytes of kernel memory the whole inheritance keeps, its thread's table included.
+    pub(crate) fn kernel_total(&self) -> u64 {
+        self.kernel + self.thread.kernel_bytes()
+    }
+}
+
+/// Whether the calling process (whose context serves `own`) may adopt a context of the process
+/// whose mm is `parent` at all: `EINVAL` if it is the same process (there is nothing to adopt).
+/// Whether it was forked from it is the fork log's to say.
 pub(crate) fn may_adopt(own: &Mm, parent: &Mm) -> Result {
     if core::ptr::eq(own.as_raw(), parent.as_raw()) {
         return Err(EINVAL);
     }
-    if !usermem::parent_runs_in(parent) {
-        return Err(EPERM);
-    }
     Ok(())
 }
 
-/// The state a child gets from the parent's (`registry`, `threads`, `rows`, `budget`, read under
-/// the parent's lock) for its thread `task`, whose thread pointer is `fsbase`.
+/// The state the child `child` gets from the parent's (`registry`, `threads`, `rows`, `budget`,
+/// read under the parent's lock), whose thread `forker` (a task's address, compared only)
+/// forked it.
 pub(crate) fn inherit(
     registry: &Registry,
     threads: &Threads,
     rows: &PackedRows,
     budget: &Budget,
-    task: &Task,
-    fsbase: u64,
+    forker: usize,
+    child: &Task,
 ) -> Result<Inheritance> {
-    // The child's only thread is the copy of the parent thread that forked: the one with the
-    // same thread pointer (a dead thread may have had it too, so skip those).
-    let forker = threads.iter().find(|t| t.fsbase == fsbase && !t.exited());
+    // The child's only thread is the copy of the thread that forked; it may never have had a
+    // table, and then inherits no block.
+    let forker = threads.iter().find(|t| t.task_addr() == forker);
     let registry = registry.fork_copy(|m| {
         let index = m.id.index;
         let kept = forker.and_then(|t| t.block_addr(index));
@@ -73,7 +84,7 @@ pub(crate) fn inherit(
         .filter_map(|t| t.row)
         .filter(|r| Some(*r) != kept_row);
     let rows = rows.fork_copy(kept_row, other_rows)?;
-    let mut thread = Thread::new(task, fsbase);
+    let mut thread = Thread::new(child, forker.map_or(0, |t| t.fsbase));
     thread.row = kept_row;
     if let Some(f) = forker {
         for (index, b) in f.blocks() {
@@ -84,11 +95,14 @@ pub(crate) fn inherit(
             thread.inherit(index, b.addr, memsz.unwrap_or(0))?;
         }
     }
+    let kernel = registry.kernel_bytes() + rows.kernel_bytes();
     Ok(Inheritance {
         registry,
         rows,
         thread,
-        budget: budget.fork_copy(),
+        mapped: budget.mapped(),
+        images: budget.images(),
+        kernel,
     })
 }
 
@@ -98,42 +112,58 @@ mod tests {
     use crate::block::Storage;
     use crate::layout::Layout;
     use crate::limits::LIMITS;
+    use crate::quota::ContextSlot;
     use crate::registry::TlsModule;
 
     #[test]
     fn the_child_gets_the_forking_threads_blocks_only() -> Result {
+        let user = ContextSlot::open_for(0x7ffb_0001, u64::MAX)?;
+        let mut budget = Budget::new(&LIMITS, user.quota());
         let mut registry = Registry::new();
-        let id = registry.insert(4, |id| {
+        let id = registry.insert(4, &mut budget, |id| {
             let layout = Layout::new(0, 8, 8, 0, &LIMITS)?;
             let storage = Storage::Packed { column: 0, live: 2 };
             Ok(TlsModule::new(id, layout, KVVec::new(), storage))
         })?;
         let cur = kernel::current!();
+        // The other thread: the test's parent (kthreadd), a task that outlives the test.
+        // SAFETY: `real_parent` of a running kernel thread is a valid task, kept alive by the
+        // child (us) for as long as we run; `Task` wraps `task_struct` transparently.
+        let other: &Task = unsafe { &*(*cur.as_ptr()).real_parent.cast::<Task>() };
         let (forker_tp, other_tp) = (0x7f00_0000_1000u64, 0x7f00_0080_1000u64);
         let (forker_row, other_row) = (0x7f00_0010_0000usize, 0x7f00_0010_1000usize);
-        let mut threads = Threads::new();
-        for (pid, tp, row) in [(10, forker_tp, forker_row), (11, other_tp, other_row)] {
-            let mut t = Thread::new(&cur, tp);
+        let mut threads = Threads::new(0);
+        for (pid, task, tp, row) in [
+            (10, &*cur as &Task, forker_tp, forker_row),
+            (11, other, other_tp, other_row),
+        ] {
+            let mut t = Thread::new(task, tp);
             t.row = Some(row);
-            t.reserve(id.index)?;
+            t.reserve(id.index, &mut budget)?;
             t.set(id.index, row, 8);
-            threads.insert(pid, t)?;
+            threads.insert(pid, t, &mut budget)?;
         }
         let rows = PackedRows::new(&LIMITS)?;
-        let mut budget = Budget::new(&LIMITS);
         budget.charge_mapping(2 << 12)?;
 
-        let child = inherit(&registry, &threads, &rows, &budget, &cur, forker_tp)?;
+        let forker = cur.as_ptr() as usize;
+        let child = inherit(&registry, &threads, &rows, &budget, forker, &cur)?;
         assert_eq!(child.thread.block_addr(id.index), Some(forker_row));
+        assert_eq!(child.thread.fsbase, forker_tp);
         assert_eq!(child.thread.row, Some(forker_row));
         assert_eq!(child.thread.nr_blocks, 1);
         // Inherited, not allocated on first touch.
         assert_eq!(child.thread.allocs, 0);
         assert_eq!(child.registry.get(id.encode())?.live(), 1);
         assert_eq!(child.rows.live(), 1);
-        assert_eq!(child.budget.mapped(), 2 << 12);
+        assert_eq!(child.mapped, 2 << 12);
         // The parent is unchanged.
         assert_eq!(registry.get(id.encode())?.live(), 2);
+        // A forking thread without a table (nobody has one here): the child inherits the
+        // modules, no block.
+        let child = inherit(&registry, &Threads::new(0), &rows, &budget, forker, &cur)?;
+        assert_eq!(child.thread.nr_blocks, 0);
+        assert_eq!(child.registry.get(id.encode())?.live(), 0);
         Ok(())
     }
 }

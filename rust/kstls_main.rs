@@ -26,14 +26,17 @@
 //! Files, each using only files listed before it (and the parameters `module!` declares here):
 //! `uapi.rs` (the generated ABI, its layout checked at compile time, and the checks every
 //! command's input passes), `arch.rs` (the thread pointer), `limits.rs` (the caps and the
-//! driver's parameters), `usermem.rs` (the raw `vm_mmap` bindings, wrapped once), `layout.rs` (a
-//! module's block geometry), `budget.rs` (the memory a context holds against its caps),
-//! `pool.rs` (arenas and the blocks carved from them), `rows.rs` (the rows and their columns),
-//! `block.rs` (a module's storage, and first touch), `thread.rs` (one table per thread),
-//! `registry.rs` (modules and ids), `threads.rs` (the tables of a context, and exited threads),
-//! `cache.rs` (the fast-path pages), `exit_hook.rs` (forgetting exiting threads), `stats.rs`
-//! (`INFO`, `STATS` and fdinfo), `fork.rs` (what a forked child adopts), `context.rs` (one per
-//! open file), and this one (the device and the ioctl dispatch).
+//! driver's parameters), `usermem.rs` (the raw `vm_mmap` bindings, wrapped once), `quota.rs`
+//! (the kernel memory of one user's contexts, against `max_user_kbytes`), `tracepoint.rs` (the
+//! raw tracepoint-probe bindings, wrapped once), `layout.rs` (a module's block geometry),
+//! `budget.rs` (the memory a context holds against its caps and its user's quota), `pool.rs`
+//! (arenas and the blocks carved from them), `rows.rs` (the rows and their columns), `block.rs`
+//! (a module's storage, and first touch), `thread.rs` (one table per thread), `registry.rs`
+//! (modules and ids), `threads.rs` (the tables of a context, and exited threads), `cache.rs`
+//! (the fast-path pages), `exit_hook.rs` (forgetting tasks that exit or exec, by an index of
+//! their cache slots), `stats.rs` (`INFO`, `STATS` and fdinfo), `fork.rs` (what a forked child
+//! adopts), `fork_log.rs` (the forks recorded as they happen, and as of when a child adopts),
+//! `context.rs` (one per open file), and this one (the device and the ioctl dispatch).
 //!
 //! A complete user-space program that uses every ioctl, including one that must fail:
 //!
@@ -119,14 +122,17 @@ mod cache;
 mod context;
 mod exit_hook;
 mod fork;
+mod fork_log;
 mod layout;
 mod limits;
 mod pool;
+mod quota;
 mod registry;
 mod rows;
 mod stats;
 mod thread;
 mod threads;
+mod tracepoint;
 mod uapi;
 mod usermem;
 
@@ -148,6 +154,10 @@ module! {
             default: 1024,
             description: "Threads per process in the fast-path cache (4 KiB each); 0: no cache",
         },
+        max_user_kbytes: u64 {
+            default: 49152,
+            description: "KiB of kernel memory the contexts of one user may keep (EDQUOT past it)",
+        },
     },
 }
 
@@ -156,14 +166,18 @@ module! {
 struct KstlsDriver {
     #[pin]
     _miscdev: MiscDeviceRegistration<KstlsDevice>,
-    /// Dropped after the device is gone, so no context can still need it.
+    /// Dropped after the device is gone, so no context can still need them.
     _exit_hook: exit_hook::ExitHook,
+    _fork_hook: fork_log::ForkHook,
 }
 
 impl kernel::InPlaceModule for KstlsDriver {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        exit_hook::init_caches();
+        exit_hook::init();
+        quota::init();
+        fork_log::init();
         let hook = exit_hook::ExitHook::new();
+        let fork_hook = fork_log::ForkHook::new();
         pr_info!(
             "ABI {}, /dev/kstls ready, cache {}\n",
             KSTLS_ABI_VERSION,
@@ -172,6 +186,7 @@ impl kernel::InPlaceModule for KstlsDriver {
         try_pin_init!(Self {
             _miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"kstls" }),
             _exit_hook: hook,
+            _fork_hook: fork_hook,
         })
     }
 }
@@ -184,7 +199,7 @@ impl MiscDevice for KstlsDevice {
     type Ptr = Pin<KBox<Context>>;
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Self::Ptr> {
-        KBox::try_pin_init(Context::new()?, GFP_KERNEL)
+        KBox::try_pin_init(Context::new()?, GFP_KERNEL_ACCOUNT)
     }
 
     fn ioctl(ctx: Pin<&Context>, file: &File, cmd: u32, arg: usize) -> Result<isize> {

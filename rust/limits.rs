@@ -4,7 +4,9 @@
 //!
 //! There is one set of limits, `LIMITS`, which every context gets and `KSTLS_IOC_INFO` reports;
 //! `Layout` checks a registration against it and `Budget` charges a context's memory against it.
-//! The parameters of kstls.ko (`strict`, `cache_threads`) are read here and nowhere else.
+//! Above the contexts, every user has a quota of kernel memory for all of its contexts
+//! (`quota.rs`), whose size is the parameter `max_user_kbytes`. The parameters of kstls.ko
+//! (`strict`, `cache_threads`, `max_user_kbytes`) are read here and nowhere else.
 
 /// Per-context caps; every one is reported by `KSTLS_IOC_INFO`.
 pub(crate) struct Limits {
@@ -37,4 +39,11 @@ pub(crate) fn strict_forced() -> bool {
 /// Threads one cache holds (the `cache_threads` parameter); 0 turns the cache off.
 pub(crate) fn cache_threads() -> usize {
     crate::module_parameters::cache_threads.value() as usize
+}
+
+/// Bytes of kernel memory all contexts of one user may keep (the `max_user_kbytes` parameter).
+pub(crate) fn max_user_bytes() -> u64 {
+    crate::module_parameters::max_user_kbytes
+        .value()
+        .saturating_mul(1024)
 }

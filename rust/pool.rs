@@ -8,11 +8,17 @@
 //! list: no kernel memory grows with block sizes. A freed block goes back to the free list (whose
 //! capacity is reserved when the block is carved, so freeing never allocates); arenas are unmapped
 //! when their module is unregistered or the context released by its own process. Every arena is
-//! charged to the context's `Budget` before it is mapped.
+//! charged to the context's `Budget` before it is mapped, and so is every byte the two lists
+//! grow by.
+
+use core::mem::size_of;
 
 use kernel::prelude::*;
 
-use crate::budget::Budget;
+use crate::budget::{
+    self,
+    Budget, //
+};
 use crate::layout::Layout;
 use crate::usermem::OwnerMm;
 
@@ -72,6 +78,13 @@ impl BlockPool {
         self.arenas.iter().map(|a| a.len as u64).sum()
     }
 
+    /// Bytes of kernel memory the pool keeps: its two lists.
+    pub(crate) fn kernel_bytes(&self) -> u64 {
+        let arenas = budget::alloc_size(self.arenas.capacity() * size_of::<Arena>());
+        let free = budget::alloc_size(self.free.capacity() * size_of::<usize>());
+        (arenas + free) as u64
+    }
+
     /// Hands out a block: a recycled one, the next one of the current arena, or the first of a
     /// new arena, which is charged to `budget` before it is mapped.
     pub(crate) fn alloc(
@@ -86,8 +99,8 @@ impl BlockPool {
             return Ok(NewBlock { addr, fresh: false });
         }
         // Room on the free list for every block carved, so `free()` never allocates.
-        self.free.reserve(self.carved + 1, GFP_KERNEL)?;
-        self.arenas.reserve(1, GFP_KERNEL)?;
+        budget.reserve(&mut self.free, self.carved + 1)?;
+        budget.reserve(&mut self.arenas, 1)?;
         let addr = match self.carve(l) {
             Some(a) => a,
             None => {
@@ -153,17 +166,18 @@ impl BlockPool {
 
     /// The pool of a forked child: the same arenas (fork copied them to the same addresses),
     /// with `kept` (the forking thread's block) live and `others` (the blocks of the parent's
-    /// other threads) free again.
+    /// other threads) free again. Its lists are charged as a whole, by whoever keeps them
+    /// (`kernel_bytes`).
     pub(crate) fn fork_copy(
         &self,
         kept: Option<usize>,
         others: impl Iterator<Item = usize>,
     ) -> Result<Self> {
-        let mut arenas = KVec::with_capacity(self.arenas.len(), GFP_KERNEL)?;
-        arenas.extend_from_slice(&self.arenas, GFP_KERNEL)?;
+        let mut arenas = KVec::with_capacity(self.arenas.len(), GFP_KERNEL_ACCOUNT)?;
+        arenas.extend_from_slice(&self.arenas, GFP_KERNEL_ACCOUNT)?;
         // As in `alloc`: room for every carved block, so `free()` never allocates.
-        let mut free = KVec::with_capacity(self.carved + 1, GFP_KERNEL)?;
-        free.extend_from_slice(&self.free, GFP_KERNEL)?;
+        let mut free = KVec::with_capacity(self.carved + 1, GFP_KERNEL_ACCOUNT)?;
+        free.extend_from_slice(&self.free, GFP_KERNEL_ACCOUNT)?;
         for addr in others {
             free.push_within_capacity(addr).map_err(|_| EINVAL)?;
         }
@@ -178,14 +192,15 @@ impl BlockPool {
         })
     }
 
-    /// Unmaps every arena (their blocks are gone) and gives their charge back to `budget`.
+    /// Unmaps every arena (their blocks are gone), frees the lists and gives their charges back
+    /// to `budget`.
     pub(crate) fn unmap_all(&mut self, budget: &mut Budget, mm: &OwnerMm<'_>) {
         for a in self.arenas.iter() {
             mm.unmap(a.base, a.len);
             budget.uncharge_mapping(a.len);
         }
-        self.arenas.clear();
-        self.free.clear();
+        budget.free_vec(&mut self.arenas);
+        budget.free_vec(&mut self.free);
         self.next = 0;
         self.end = 0;
         self.live = 0;

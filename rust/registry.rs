@@ -6,12 +6,21 @@
 //! header describes: the layout of its blocks (`Layout`), a snapshot of its `.tdata` image taken
 //! at registration, and the storage its blocks come from (`Storage`). Ids are
 //! `generation << 32 | index`: the index of a place in the registry is reused after
-//! `UNREGISTER`, its generation is not, so a stale id never reaches a new module's blocks.
+//! `UNREGISTER`, its generation is not, so a stale id never reaches a new module's blocks. A
+//! place whose generation reaches `u32::MAX` is retired once its module goes (never reused), so
+//! generations never wrap and an id, once unregistered, is never valid again, however many
+//! times a place is reused. The registry's own memory (its places) is charged to the context's
+//! `Budget` as it grows.
+
+use core::mem::size_of;
 
 use kernel::prelude::*;
 
 use crate::block::Storage;
-use crate::budget::Budget;
+use crate::budget::{
+    self,
+    Budget, //
+};
 use crate::layout::Layout;
 use crate::rows::PackedRows;
 use crate::thread::Thread;
@@ -78,6 +87,7 @@ impl TlsModule {
 }
 
 /// A place in the registry: the generation of its latest id and the module, if any, there now.
+/// A place whose generation is `u32::MAX` is never given another module.
 struct Place {
     generation: u32,
     module: Option<TlsModule>,
@@ -103,31 +113,38 @@ impl Registry {
     }
 
     /// Picks the place and id for a new module, growing the table if needed (the only
-    /// allocation here), then stores what `make` builds for that id. `ENOSPC` at `max_modules`.
+    /// allocation here, charged to `budget`), then stores what `make` builds for that id.
+    /// `ENOSPC` at `max_modules`.
     pub(crate) fn insert(
         &mut self,
         max_modules: u32,
+        budget: &mut Budget,
         make: impl FnOnce(ModuleId) -> Result<TlsModule>,
     ) -> Result<ModuleId> {
         if self.len >= max_modules as usize {
             return Err(ENOSPC);
         }
-        let index = match self.places.iter().position(|p| p.module.is_none()) {
+        let free = self
+            .places
+            .iter()
+            .position(|p| p.module.is_none() && p.generation != u32::MAX);
+        let index = match free {
             Some(i) => i,
             None => {
-                self.places.push(
-                    Place {
+                budget.reserve(&mut self.places, 1)?;
+                // Cannot fail: room was made above.
+                self.places
+                    .push_within_capacity(Place {
                         generation: 0,
                         module: None,
-                    },
-                    GFP_KERNEL,
-                )?;
+                    })
+                    .map_err(|_| ENOMEM)?;
                 self.places.len() - 1
             }
         };
         let p = &mut self.places[index];
-        // Generation 0 is never handed out, so wrapping skips it.
-        let generation = p.generation.wrapping_add(1).max(1);
+        // Never wraps: a place at `u32::MAX` is not picked.
+        let generation = p.generation + 1;
         let id = ModuleId {
             index: u32::try_from(index).map_err(|_| ENOSPC)?,
             generation,
@@ -152,7 +169,7 @@ impl Registry {
     ) -> Result<ModuleId> {
         budget.charge_image(l.filesz)?;
         let column = rows.place(&l);
-        let id = self.insert(max_modules, |id| {
+        let id = self.insert(max_modules, budget, |id| {
             Ok(TlsModule::new(id, l, image, Storage::new(column)))
         });
         if id.is_err() {
@@ -234,32 +251,41 @@ impl Registry {
     }
 
     /// The registry of a forked child: every module with the same id, layout and image, and the
-    /// storage that `storage` makes from the parent's.
+    /// storage that `storage` makes from the parent's. Its memory is charged as a whole, by
+    /// whoever keeps it (`kernel_bytes`).
     pub(crate) fn fork_copy(
         &self,
         mut storage: impl FnMut(&TlsModule) -> Result<Storage>,
     ) -> Result<Self> {
-        let mut places = KVec::with_capacity(self.places.len(), GFP_KERNEL)?;
+        let mut places = KVec::with_capacity(self.places.len(), GFP_KERNEL_ACCOUNT)?;
         for p in self.places.iter() {
             let module = match &p.module {
                 None => None,
                 Some(m) => {
-                    let mut image = KVVec::with_capacity(m.image.len(), GFP_KERNEL)?;
-                    image.extend_from_slice(&m.image, GFP_KERNEL)?;
+                    let mut image = KVVec::with_capacity(m.image.len(), GFP_KERNEL_ACCOUNT)?;
+                    image.extend_from_slice(&m.image, GFP_KERNEL_ACCOUNT)?;
                     Some(TlsModule::new(m.id, m.layout, image, storage(m)?))
                 }
             };
-            places.push(
-                Place {
+            places
+                .push_within_capacity(Place {
                     generation: p.generation,
                     module,
-                },
-                GFP_KERNEL,
-            )?;
+                })
+                .map_err(|_| ENOMEM)?;
         }
         Ok(Self {
             places,
             len: self.len,
+        })
+    }
+
+    /// Bytes of kernel memory the registry keeps: its places, the modules' snapshots and their
+    /// pools' lists.
+    pub(crate) fn kernel_bytes(&self) -> u64 {
+        let places = budget::alloc_size(self.places.capacity() * size_of::<Place>()) as u64;
+        self.iter().fold(places, |n, m| {
+            n + budget::alloc_size(m.image.len()) as u64 + m.storage.kernel_bytes()
         })
     }
 
@@ -278,6 +304,14 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::limits::LIMITS;
+    use crate::quota::ContextSlot;
+
+    /// A budget for the tests, of a user no process is (`n` tells the tests apart).
+    fn budget(n: u32) -> Result<(ContextSlot, Budget)> {
+        let user = ContextSlot::open_for(0x7ffc_0000 + n, u64::MAX)?;
+        let b = Budget::new(&LIMITS, user.quota());
+        Ok((user, b))
+    }
 
     fn module(id: ModuleId) -> Result<TlsModule> {
         let layout = Layout::new(0, 8, 8, 0, &LIMITS)?;
@@ -298,13 +332,14 @@ mod tests {
 
     #[test]
     fn reused_index_gets_a_new_generation() -> Result {
+        let (_user, mut bu) = budget(1)?;
         let mut r = Registry::new();
-        let a = r.insert(4, module)?;
-        let b = r.insert(4, module)?;
+        let a = r.insert(4, &mut bu, module)?;
+        let b = r.insert(4, &mut bu, module)?;
         assert_ne!(a.index, b.index);
         r.remove(a.encode())?;
         assert!(r.get_mut(a.encode()).is_err());
-        let c = r.insert(4, module)?;
+        let c = r.insert(4, &mut bu, module)?;
         assert_eq!(c.index, a.index);
         assert_ne!(c.generation, a.generation);
         assert!(r.get(a.encode()).is_err());
@@ -315,17 +350,60 @@ mod tests {
 
     #[test]
     fn registry_is_capped() -> Result {
+        let (_user, mut bu) = budget(2)?;
         let mut r = Registry::new();
-        r.insert(2, module)?;
-        r.insert(2, module)?;
-        assert_eq!(r.insert(2, module).err(), Some(ENOSPC));
+        r.insert(2, &mut bu, module)?;
+        r.insert(2, &mut bu, module)?;
+        assert_eq!(r.insert(2, &mut bu, module).err(), Some(ENOSPC));
+        Ok(())
+    }
+
+    #[test]
+    fn the_places_are_charged_as_they_grow() -> Result {
+        let (_user, mut bu) = budget(3)?;
+        let mut r = Registry::new();
+        r.insert(8, &mut bu, module)?;
+        assert_eq!(bu.kernel(), budget::alloc_size(size_of::<Place>()) as u64);
+        r.insert(8, &mut bu, module)?;
+        r.insert(8, &mut bu, module)?;
+        // Capacity 1, then 2, then 4.
+        let four = budget::alloc_size(4 * size_of::<Place>()) as u64;
+        assert_eq!(bu.kernel(), four);
+        assert_eq!(r.kernel_bytes(), four);
+        Ok(())
+    }
+
+    #[test]
+    fn a_place_is_retired_before_its_generation_wraps() -> Result {
+        let (_user, mut bu) = budget(4)?;
+        let mut r = Registry::new();
+        let a = r.insert(4, &mut bu, module)?;
+        r.remove(a.encode())?;
+        // As after 2^32 - 2 registrations and unregistrations of this place.
+        r.places[a.index as usize].generation = u32::MAX - 1;
+        let b = r.insert(4, &mut bu, module)?;
+        assert_eq!((b.index, b.generation), (a.index, u32::MAX));
+        r.remove(b.encode())?;
+        // The place is never used again: no id of it can come back.
+        let c = r.insert(4, &mut bu, module)?;
+        assert_ne!(c.index, a.index);
+        assert_eq!(c.generation, 1);
+        for stale in [a, b] {
+            assert!(r.get(stale.encode()).is_err());
+            let wrapped = ModuleId {
+                generation: stale.generation.wrapping_add(1).max(1),
+                ..stale
+            };
+            assert!(r.get(wrapped.encode()).is_err());
+        }
         Ok(())
     }
 
     #[test]
     fn failed_construction_leaves_no_module() -> Result {
+        let (_user, mut bu) = budget(5)?;
         let mut r = Registry::new();
-        assert_eq!(r.insert(2, |_| Err(EFAULT)).err(), Some(EFAULT));
+        assert_eq!(r.insert(2, &mut bu, |_| Err(EFAULT)).err(), Some(EFAULT));
         assert_eq!(r.len(), 0);
         assert_eq!(r.iter().count(), 0);
         Ok(())
@@ -335,7 +413,7 @@ mod tests {
     fn a_refused_registration_keeps_no_column_and_no_charge() -> Result {
         let mut r = Registry::new();
         let mut rows = PackedRows::new(&LIMITS)?;
-        let mut budget = Budget::new(&LIMITS);
+        let (_user, mut budget) = budget(6)?;
         let l = Layout::new(8, 16, 16, 0, &LIMITS)?;
         let a = r.add(1, l, KVVec::new(), &mut rows, &mut budget)?;
         assert!(r.get(a.encode())?.storage.is_packed());
@@ -362,11 +440,12 @@ mod tests {
             let storage = Storage::Packed { column: 0, live: 2 };
             Ok(TlsModule::new(id, layout, KVVec::new(), storage))
         };
-        let id = r.insert(4, packed)?;
+        let (_user, mut bu) = budget(7)?;
+        let id = r.insert(4, &mut bu, packed)?;
         let mut rows = PackedRows::new(&LIMITS)?;
         let cur = kernel::current!();
         let mut t = Thread::new(&cur, 0x7f00_0000_1000);
-        t.reserve(id.index)?;
+        t.reserve(id.index, &mut bu)?;
         t.set(id.index, 0x7f00_0001_0000, 8);
         assert!(r.packed_live());
         r.reclaim(&mut rows, &t);

@@ -96,6 +96,11 @@ impl PackedRows {
         self.pool.live()
     }
 
+    /// Bytes of kernel memory the rows keep: their pool's lists.
+    pub(crate) fn kernel_bytes(&self) -> u64 {
+        self.pool.kernel_bytes()
+    }
+
     /// A row for a thread that has none, charged to `budget` as `BlockPool::alloc` does.
     pub(crate) fn alloc_row(&mut self, budget: &mut Budget, mm: &OwnerMm<'_>) -> Result<usize> {
         let layout = self.layout;

@@ -7,13 +7,21 @@
 //! per-thread counters live in `TlsModule` and `Thread`. Marshalling reads the state through a
 //! `View`, made under the lock, which holds shared references only: reading the counters cannot
 //! change what it reads.
+//!
+//! fdinfo must never wait for the context lock, which a thread holds while its first touch of a
+//! module faults (a block in memory that userfaultfd or a stalled FUSE file holds). So the holder
+//! of the lock publishes the context's figures in a `Summary` of its own, under a spinlock,
+//! before it touches user memory and before it lets the lock go; a reader that finds the lock
+//! taken shows those (and `busy: 1`, without the module lines).
 
 use kernel::{
+    new_spinlock,
     prelude::*,
     seq_file::{
         seq_print,
         SeqFile, //
     },
+    sync::SpinLock,
     task::Pid,
 };
 
@@ -52,11 +60,97 @@ pub(crate) struct View<'a> {
 
 /// What a context is apart from its state: the fields fdinfo shows besides the counters.
 pub(crate) struct Identity {
-    /// The process that opened the context.
+    /// The process that opened the context, as the reader's pid namespace numbers it (0: it is
+    /// not in that namespace).
     pub(crate) tgid: Pid,
     pub(crate) strict: bool,
     /// Threads in the fast-path cache now.
     pub(crate) cached_threads: usize,
+}
+
+/// The figures fdinfo shows before the module lines.
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    modules: u64,
+    threads: u64,
+    blocks: u64,
+    block_bytes: u64,
+    mapped: u64,
+    rows: u64,
+    packed: u64,
+    images: u64,
+    kernel: u64,
+    user_kernel: u64,
+    max_user_kernel: u64,
+    lookups: u64,
+    allocs: u64,
+    thread_exits: u64,
+    traps: u64,
+    fills: u64,
+}
+
+/// Prints `f` and `id`, as fdinfo shows them, `busy` telling whether they were read from the
+/// state or from the last `Summary`.
+fn show_figures(m: &SeqFile, f: &Figures, id: &Identity, busy: bool) {
+    seq_print!(m, "kstls-abi:\t{}\n", KSTLS_ABI_VERSION);
+    seq_print!(m, "owner-tgid:\t{}\n", id.tgid);
+    seq_print!(m, "busy:\t{}\n", u8::from(busy));
+    seq_print!(m, "modules:\t{}\n", f.modules);
+    seq_print!(m, "threads:\t{}\n", f.threads);
+    seq_print!(m, "blocks:\t{}\n", f.blocks);
+    seq_print!(m, "block-bytes:\t{}\n", f.block_bytes);
+    seq_print!(m, "mapped-bytes:\t{}\n", f.mapped);
+    seq_print!(m, "rows:\t{}\n", f.rows);
+    seq_print!(m, "packed-modules:\t{}\n", f.packed);
+    seq_print!(m, "image-bytes:\t{}\n", f.images);
+    seq_print!(m, "kernel-bytes:\t{}\n", f.kernel);
+    seq_print!(m, "user-kernel-bytes:\t{}\n", f.user_kernel);
+    seq_print!(m, "max-user-kernel-bytes:\t{}\n", f.max_user_kernel);
+    seq_print!(m, "lookups:\t{}\n", f.lookups);
+    seq_print!(m, "allocs:\t{}\n", f.allocs);
+    seq_print!(m, "thread-exits:\t{}\n", f.thread_exits);
+    seq_print!(m, "strict:\t{}\n", u8::from(id.strict));
+    seq_print!(m, "traps:\t{}\n", f.traps);
+    seq_print!(m, "cache-fills:\t{}\n", f.fills);
+    seq_print!(m, "cached-threads:\t{}\n", id.cached_threads);
+}
+
+/// The figures of a context as the holder of its lock last published them, for fdinfo when
+/// the lock is taken. One per context.
+#[pin_data]
+pub(crate) struct Summary {
+    #[pin]
+    figures: SpinLock<Figures>,
+}
+
+impl Summary {
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            figures <- new_spinlock!(Figures::default()),
+        })
+    }
+
+    /// Publishes the figures of `v` (the caller holds the context lock). Walks the modules and
+    /// the threads: for a change, not for a lookup (`publish_totals`).
+    pub(crate) fn publish(&self, v: &View<'_>) {
+        let f = v.figures();
+        *self.figures.lock() = f;
+    }
+
+    /// Publishes the counters that a lookup changes, and only those.
+    pub(crate) fn publish_totals(&self, t: &Totals) {
+        let mut f = self.figures.lock();
+        f.lookups = t.lookups;
+        f.allocs = t.allocs;
+        f.traps = t.traps;
+        f.fills = t.fills;
+    }
+
+    /// fdinfo while the context lock is taken: the last published figures.
+    pub(crate) fn show(&self, m: &SeqFile, id: &Identity) {
+        let f = *self.figures.lock();
+        show_figures(m, &f, id, true);
+    }
 }
 
 /// Bytes of the cache a context maps, 0 when there is none.
@@ -66,6 +160,11 @@ fn cache_size() -> u32 {
     } else {
         0
     }
+}
+
+/// `bytes` in KiB, rounded up, as a `u32` of the ABI (saturated).
+fn kbytes(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
 
 impl View<'_> {
@@ -85,6 +184,7 @@ impl View<'_> {
                 | KSTLS_FEAT_FDINFO
                 | KSTLS_FEAT_ADOPT
                 | KSTLS_FEAT_STRICT
+                | KSTLS_FEAT_USER_QUOTA
                 | if exit_hook::active() {
                     KSTLS_FEAT_CACHE
                 } else {
@@ -101,7 +201,8 @@ impl View<'_> {
             image_bytes: self.budget.images(),
             cache_size: cache_size(),
             mode: if strict { KSTLS_MODE_STRICT } else { 0 },
-            ..Default::default()
+            max_user_kbytes: kbytes(self.budget.quota().max_bytes()),
+            user_kbytes: kbytes(self.budget.quota().bytes()),
         }
     }
 
@@ -152,31 +253,33 @@ impl View<'_> {
         Ok(out)
     }
 
+    /// The figures fdinfo shows.
+    fn figures(&self) -> Figures {
+        let (blocks, block_bytes) = self.live_blocks();
+        let packed = self.registry.iter().filter(|md| md.storage.is_packed());
+        Figures {
+            modules: self.registry.len() as u64,
+            threads: self.threads.iter().count() as u64,
+            blocks,
+            block_bytes,
+            mapped: self.budget.mapped(),
+            rows: self.rows.live(),
+            packed: packed.count() as u64,
+            images: self.budget.images(),
+            kernel: self.budget.kernel(),
+            user_kernel: self.budget.quota().bytes(),
+            max_user_kernel: self.budget.quota().max_bytes(),
+            lookups: self.totals.lookups,
+            allocs: self.totals.allocs,
+            thread_exits: self.totals.thread_exits,
+            traps: self.totals.traps,
+            fills: self.totals.fills,
+        }
+    }
+
     /// `/proc/<pid>/fdinfo/<fd>`: the state of the context, readable by an operator.
     pub(crate) fn show(&self, m: &SeqFile, id: &Identity) {
-        let (blocks, bytes) = self.live_blocks();
-        seq_print!(m, "kstls-abi:\t{}\n", KSTLS_ABI_VERSION);
-        seq_print!(m, "owner-tgid:\t{}\n", id.tgid);
-        seq_print!(m, "modules:\t{}\n", self.registry.len());
-        seq_print!(m, "threads:\t{}\n", self.threads.iter().count());
-        seq_print!(m, "blocks:\t{}\n", blocks);
-        seq_print!(m, "block-bytes:\t{}\n", bytes);
-        seq_print!(m, "mapped-bytes:\t{}\n", self.budget.mapped());
-        seq_print!(m, "rows:\t{}\n", self.rows.live());
-        let packed = self
-            .registry
-            .iter()
-            .filter(|md| md.storage.is_packed())
-            .count();
-        seq_print!(m, "packed-modules:\t{}\n", packed);
-        seq_print!(m, "image-bytes:\t{}\n", self.budget.images());
-        seq_print!(m, "lookups:\t{}\n", self.totals.lookups);
-        seq_print!(m, "allocs:\t{}\n", self.totals.allocs);
-        seq_print!(m, "thread-exits:\t{}\n", self.totals.thread_exits);
-        seq_print!(m, "strict:\t{}\n", u8::from(id.strict));
-        seq_print!(m, "traps:\t{}\n", self.totals.traps);
-        seq_print!(m, "cache-fills:\t{}\n", self.totals.fills);
-        seq_print!(m, "cached-threads:\t{}\n", id.cached_threads);
+        show_figures(m, &self.figures(), id, false);
         for md in self.registry.iter() {
             seq_print!(
                 m,
@@ -199,13 +302,16 @@ mod tests {
     use super::*;
     use crate::block::Storage;
     use crate::layout::Layout;
+    use crate::quota::ContextSlot;
     use crate::registry::TlsModule;
     use crate::thread::Thread;
 
     #[test]
     fn stats_narrow_to_a_module_and_a_thread() -> Result {
         let mut registry = Registry::new();
-        let id = registry.insert(4, |id| {
+        let user = ContextSlot::open_for(0x7ffa_0001, u64::MAX)?;
+        let mut budget = Budget::new(&LIMITS, user.quota());
+        let id = registry.insert(4, &mut budget, |id| {
             let layout = Layout::new(0, 24, 8, 0, &LIMITS)?;
             let storage = Storage::Packed { column: 0, live: 1 };
             let mut m = TlsModule::new(id, layout, KVVec::new(), storage);
@@ -215,16 +321,15 @@ mod tests {
         })?;
         let cur = kernel::current!();
         let mut t = Thread::new(&cur, 0x7f00_0000_1000);
-        t.reserve(id.index)?;
+        t.reserve(id.index, &mut budget)?;
         t.set(id.index, 0x7f00_0001_0000, 24);
         t.lookups = 7;
         if let Some(b) = t.block_mut(id.index) {
             b.lookups = 5;
         }
-        let mut threads = Threads::new();
-        threads.insert(42, t)?;
+        let mut threads = Threads::new(0);
+        threads.insert(42, t, &mut budget)?;
         let rows = PackedRows::new(&LIMITS)?;
-        let budget = Budget::new(&LIMITS);
         let totals = Totals {
             lookups: 9,
             thread_exits: 2,

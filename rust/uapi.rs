@@ -71,7 +71,8 @@ assert_layout!(
     kstls_info, 80,
     abi_version @ 0, features @ 4, max_modules @ 8, max_align @ 12, max_image_size @ 16,
     max_block_bytes @ 24, nr_modules @ 32, nr_threads @ 36, block_bytes @ 40,
-    max_image_total @ 48, image_bytes @ 56, cache_size @ 64, mode @ 68, reserved @ 72,
+    max_image_total @ 48, image_bytes @ 56, cache_size @ 64, mode @ 68, max_user_kbytes @ 72,
+    user_kbytes @ 76,
 );
 assert_layout!(
     kstls_stats, 80,

@@ -13,31 +13,12 @@ use kernel::{
     bindings,
     mm::Mm,
     prelude::*,
-    sync::rcu,
-    task::Task,
     types::NotThreadSafe,
     uaccess::{
         UserPtr,
         UserSlice, //
     },
 };
-
-/// Whether the calling task's parent (the thread that forked it) runs in `owner`: the test that
-/// a forked child, and no other process, may adopt its parent's context.
-pub(crate) fn parent_runs_in(owner: &Mm) -> bool {
-    let _rcu = rcu::read_lock();
-    // SAFETY: `current` is valid while it runs. `real_parent` is RCU-protected: the task it points
-    // to stays valid while the read lock is held; its `mm` pointer is only compared, never
-    // dereferenced, and `owner` is kept alive by the caller's reference.
-    unsafe {
-        let parent = ptr::read_volatile(&raw const (*Task::current_raw()).real_parent);
-        if parent.is_null() {
-            return false;
-        }
-        let parent_mm: *mut bindings::mm_struct = ptr::read_volatile(&raw const (*parent).mm);
-        ptr::eq(parent_mm, owner.as_raw())
-    }
-}
 
 const PROT_READ: c_ulong = 0x1;
 const PROT_WRITE: c_ulong = 0x2;

@@ -25,28 +25,6 @@ static unsigned long thread_pointer(void)
 	return tp;
 }
 
-static long fdinfo_value(int fd, const char *key)
-{
-	char path[64], buf[4096], *p;
-	long v = -1;
-	ssize_t n;
-	int f;
-
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	f = open(path, O_RDONLY);
-	if (f < 0)
-		return -1;
-	n = read(f, buf, sizeof(buf) - 1);
-	close(f);
-	if (n <= 0)
-		return -1;
-	buf[n] = 0;
-	p = strstr(buf, key);
-	if (p)
-		sscanf(p + strlen(key), ":\t%ld", &v);
-	return v;
-}
-
 static const char image[32] = "cached image";
 
 FIXTURE(cache)
@@ -156,7 +134,7 @@ TEST_F(cache, get_addr_fills_and_lookup_hits)
 	ASSERT_STREQ(image, (char *)cache_lookup(self->map, tp, self->id, 0));
 	/* Another id of the same index (a later generation) never matches. */
 	ASSERT_EQ(0, cache_lookup(self->map, tp, self->id + (1ULL << 32), 0));
-	ASSERT_EQ(1, fdinfo_value(self->fd, "cached-threads"));
+	ASSERT_EQ(1, kstls_fdinfo_value(self->fd, "cached-threads"));
 }
 
 struct reuse {
@@ -188,8 +166,8 @@ TEST_F(cache, reused_thread_pointer_never_hits_the_dead_threads_entry)
 	long threads0, exits0;
 	int reuses = 0;
 
-	threads0 = fdinfo_value(self->fd, "\nthreads");
-	exits0 = fdinfo_value(self->fd, "thread-exits");
+	threads0 = kstls_fdinfo_value(self->fd, "\nthreads");
+	exits0 = kstls_fdinfo_value(self->fd, "thread-exits");
 	ASSERT_LE(0, threads0);
 	for (int i = 0; i < 200; i++) {
 		struct reuse r = { self->fd, self->id, self->map };
@@ -207,10 +185,16 @@ TEST_F(cache, reused_thread_pointer_never_hits_the_dead_threads_entry)
 	/* glibc reuses thread stacks: the check above was exercised. */
 	ksft_print_msg("%d of 199 threads reused the first thread's thread pointer\n", reuses);
 	ASSERT_LT(0, reuses);
-	ASSERT_EQ(0, fdinfo_value(self->fd, "cached-threads"));
-	/* Reading fdinfo reclaims the tables of the joined threads, the last one included. */
-	ASSERT_EQ(threads0, fdinfo_value(self->fd, "\nthreads"));
-	ASSERT_EQ(exits0 + 200, fdinfo_value(self->fd, "thread-exits"));
+	ASSERT_EQ(0, kstls_fdinfo_value(self->fd, "cached-threads"));
+	/*
+	 * INFO reclaims the tables of the joined threads, the last one included (reading fdinfo
+	 * changes nothing: it shows what the last command left).
+	 */
+	struct kstls_info info;
+
+	ASSERT_EQ(0, kstls_info_get(self->fd, &info));
+	ASSERT_EQ(threads0, kstls_fdinfo_value(self->fd, "\nthreads"));
+	ASSERT_EQ(exits0 + 200, kstls_fdinfo_value(self->fd, "thread-exits"));
 }
 
 struct spinner {
@@ -391,12 +375,12 @@ TEST_F(cache, strict_mode_empties_the_cache_and_traps_every_access)
 	ASSERT_EQ(0, kstls_ioctl(self->fd, KSTLS_IOC_SET_MODE, &m));
 	ASSERT_EQ(KSTLS_MODE_STRICT, h->mode);
 	ASSERT_EQ(0, cache_lookup(self->map, tp, self->id, 0));
-	traps0 = fdinfo_value(self->fd, "traps");
-	fills0 = fdinfo_value(self->fd, "cache-fills");
+	traps0 = kstls_fdinfo_value(self->fd, "traps");
+	fills0 = kstls_fdinfo_value(self->fd, "cache-fills");
 	for (int i = 0; i < 100; i++)
 		ASSERT_EQ(0, kstls_get(self->fd, self->id, 0, NULL));
-	ASSERT_EQ(traps0 + 100, fdinfo_value(self->fd, "traps"));
-	ASSERT_EQ(fills0, fdinfo_value(self->fd, "cache-fills"));
+	ASSERT_EQ(traps0 + 100, kstls_fdinfo_value(self->fd, "traps"));
+	ASSERT_EQ(fills0, kstls_fdinfo_value(self->fd, "cache-fills"));
 	ASSERT_EQ(0, cache_lookup(self->map, tp, self->id, 0));
 	m.mode = 0;
 	ASSERT_EQ(0, kstls_ioctl(self->fd, KSTLS_IOC_SET_MODE, &m));

@@ -165,30 +165,62 @@ TEST_F(fi, cache_mmap_fails_cleanly)
 	ASSERT_EQ(KSTLS_CACHE_MAGIC, ((struct kstls_cache_header *)m)->magic);
 }
 
+/*
+ * ADOPT under fail-nth = 1, 2, ...: a fork is adopted once, so every attempt is made by a child
+ * of its own, which reports through its exit status: 0 adopted with no failure injected (done),
+ * 1 adopted despite one (handled inside: try the next N), 2 failed cleanly with ENOMEM, the
+ * context unchanged, and the same call without a fault then adopted the fork; anything else is
+ * a check that failed.
+ */
+static int adopt_under_fault(int parent_fd, __u64 id, int n)
+{
+	struct kstls_adopt a = { .parent_fd = (__u32)parent_fd };
+	struct snapshot before, after;
+	int own = kstls_open(), ret, hit;
+
+	if (own < 0 || snap(own, &before))
+		return 10;
+	fail_nth(n);
+	ret = kstls_ioctl(own, KSTLS_IOC_ADOPT, &a);
+	hit = fail_injected();
+	fail_nth(0);
+	if (ret == 0)
+		return hit ? 1 : kstls_get(own, id, 0, NULL) == 0 ? 0 : 11;
+	if (ret != -ENOMEM || !hit)
+		return 12;
+	if (snap(own, &after) || memcmp(&before, &after, sizeof(before)))
+		return 13;
+	/* Nothing was taken: the fork is still there to adopt. */
+	if (kstls_ioctl(own, KSTLS_IOC_ADOPT, &a) || kstls_get(own, id, 0, NULL))
+		return 14;
+	return 2;
+}
+
 TEST_F(fi, adopt_fails_cleanly)
 {
+	int n, failed = 0, status;
 	__u64 id;
-	pid_t pid;
-	int status;
 
 	ASSERT_EQ(0, kstls_reg(self->fd, image, sizeof(image), 128, 64, 0, &id));
 	ASSERT_EQ(0, kstls_get(self->fd, id, 0, NULL));
-	pid = fork();
-	ASSERT_LE(0, pid);
-	if (pid == 0) {
-		struct kstls_adopt a = { .parent_fd = (__u32)self->fd };
-		int own = kstls_open(), failed;
+	for (n = 1; n < 500; n++) {
+		pid_t pid = fork();
 
-		if (own < 0)
-			_exit(1);
-		failed = FAULT_SWEEP(own, kstls_ioctl(own, KSTLS_IOC_ADOPT, &a),
-				     (close(own), own = kstls_open()));
-		ksft_print_msg("ADOPT: %d injected failures, all ENOMEM\n", failed);
-		_exit(failed > 0 && kstls_get(own, id, 0, NULL) == 0 ? 0 : 2);
+		ASSERT_LE(0, pid);
+		if (pid == 0)
+			_exit(adopt_under_fault(self->fd, id, n));
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+		ASSERT_TRUE(WIFEXITED(status));
+		if (WEXITSTATUS(status) == 0)
+			break;
+		if (WEXITSTATUS(status) == 2)
+			failed++;
+		else
+			ASSERT_EQ(1, WEXITSTATUS(status)) TH_LOG("fault %d", n);
 	}
-	ASSERT_EQ(pid, waitpid(pid, &status, 0));
-	ASSERT_TRUE(WIFEXITED(status));
-	ASSERT_EQ(0, WEXITSTATUS(status));
+	ksft_print_msg("ADOPT: %d injected failures, all ENOMEM\n", failed);
+	ASSERT_GT(500, n);
+	ASSERT_LT(0, failed);
 }
 
 TEST_HARNESS_MAIN

@@ -139,4 +139,27 @@ static inline int kstls_recv_fd(int sock)
 	return got;
 }
 
+/* The number after @key ("key:\t") in /proc/self/fdinfo/@fd, or -1. */
+static inline long kstls_fdinfo_value(int fd, const char *key)
+{
+	char path[64], buf[4096], *p;
+	long v = -1;
+	ssize_t n;
+	int f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = open(path, O_RDONLY);
+	if (f < 0)
+		return -1;
+	n = read(f, buf, sizeof(buf) - 1);
+	close(f);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	p = strstr(buf, key);
+	if (p)
+		sscanf(p + strlen(key), ":\t%ld", &v);
+	return v;
+}
+
 #endif /* KSTLS_TEST_H */

@@ -44,7 +44,11 @@ TEST_F(lim, info_reports_abi_and_limits)
 	EXPECT_EQ(0, i->nr_threads);
 	EXPECT_EQ(0, i->block_bytes);
 	EXPECT_EQ(0, i->image_bytes);
-	EXPECT_EQ(0, i->reserved[0]);
+	/* The per-user quota: this context is already counted in it. */
+	EXPECT_TRUE(i->features & KSTLS_FEAT_USER_QUOTA);
+	EXPECT_LT(0, i->max_user_kbytes);
+	EXPECT_LT(0, i->user_kbytes);
+	EXPECT_LE(i->user_kbytes, i->max_user_kbytes);
 }
 
 TEST_F(lim, modules_past_the_cap_are_enospc)

@@ -15,6 +15,14 @@
  * Errors common to every command: ENOTTY for an unknown command, EFAULT for an argument that
  * cannot be read or written, EINVAL for a non-zero reserved field or flag, EPERM for a call from a
  * process that does not own the context.
+ *
+ * /dev/kstls is open to every local user, so the kernel memory a user can make it keep is
+ * bounded per user: all contexts opened by one effective uid share one quota, max_user_kbytes
+ * (a parameter of kstls.ko, reported by KSTLS_IOC_INFO), which counts the contexts themselves,
+ * the .tdata images, registries, thread tables, pool lists, caches and fork snapshots. A request
+ * that would go past it fails with EDQUOT (open, REGISTER, GET_ADDR, ADOPT, mmap of the cache)
+ * and keeps nothing; a failed request never leaves anything allocated. All of it is also charged
+ * to the caller's memory cgroup, whose limits apply as they do to any kernel allocation.
  */
 #ifndef _UAPI_LINUX_KSTLS_H
 #define _UAPI_LINUX_KSTLS_H
@@ -48,7 +56,8 @@ struct kstls_tls_index {
  * zeroes the rest (.tbss); later calls return the same block. The ioctl's return value is 0: the
  * address is written to @addr, since an address does not fit in the int an ioctl returns.
  * Errors: EINVAL unknown or unregistered module id, offset >= memsz; ENOMEM the process's block
- * budget is spent or memory could not be had.
+ * budget is spent or memory could not be had; EDQUOT the user's quota has no room for the
+ * thread's table (as long as the highest module index the thread touches).
  */
 struct kstls_get_addr {
 	struct kstls_tls_index ti;	/* in */
@@ -60,8 +69,8 @@ struct kstls_get_addr {
  * into the kernel now, so later writes to the module's .tdata do not change what new threads see.
  * Errors: EINVAL filesz > memsz, memsz == 0, align not a power of two or above max_align,
  * align_offset >= align; E2BIG memsz above max_image_size or the images of all modules above
- * max_image_total; ENOSPC max_modules modules registered;
- * EFAULT image unreadable.
+ * max_image_total; ENOSPC max_modules modules registered; EDQUOT the user's quota has no room
+ * for the image; EFAULT image unreadable.
  */
 struct kstls_register {
 	__u64 image;		/* in: user address of the init image (p_vaddr + load bias) */
@@ -93,6 +102,7 @@ struct kstls_unregister {
 #define KSTLS_FEAT_ADOPT		(1U << 3)	/* KSTLS_IOC_ADOPT */
 #define KSTLS_FEAT_CACHE		(1U << 4)	/* mmap() of the fast-path cache */
 #define KSTLS_FEAT_STRICT		(1U << 5)	/* KSTLS_IOC_SET_MODE with KSTLS_MODE_STRICT */
+#define KSTLS_FEAT_USER_QUOTA		(1U << 6)	/* max_user_kbytes, user_kbytes are set */
 
 /* KSTLS_IOC_INFO: ABI version, features, the limits of this context and its current use. */
 struct kstls_info {
@@ -109,7 +119,8 @@ struct kstls_info {
 	__u64 image_bytes;	/* sum of filesz kept in the kernel now */
 	__u32 cache_size;	/* bytes to mmap() for the fast-path cache (0: no cache) */
 	__u32 mode;		/* KSTLS_MODE_* in force (the module parameter included) */
-	__u64 reserved[1];	/* zero */
+	__u32 max_user_kbytes;	/* KiB of kernel memory one user's contexts may keep (EDQUOT past it) */
+	__u32 user_kbytes;	/* KiB the caller's user's contexts keep now, rounded up */
 };
 
 /*
@@ -132,13 +143,21 @@ struct kstls_stats {
 
 /*
  * KSTLS_IOC_ADOPT: after fork, give the child's fresh context (the fd this is called on, opened
- * by the child) what the parent's context had for the forking thread: the same module ids and the
- * same block addresses, which in the child are the copies fork made, so every TLS variable keeps
- * its value; the blocks of the parent's other threads become free for reuse in the child. Only a
- * child of the process that owns the parent's context may adopt it; the parent is not changed.
- * Errors: EBADF @parent_fd is not open; EINVAL it is not a kstls fd, non-zero reserved, or this
- * context already has modules or threads; EPERM the caller is not a child of the owner, or the
- * parent has exited.
+ * by the child) what the parent's context had for the forking thread at the moment of the fork:
+ * the same module ids and the same block addresses, which in the child are the copies fork made,
+ * so every TLS variable keeps its value; the blocks of the parent's other threads become free for
+ * reuse in the child. Nothing the parent registers, unregisters or touches after the fork reaches
+ * the child: the kernel records every fork of a process that has a context (a probe on the
+ * sched_process_fork tracepoint), and before the parent's first change since a fork it keeps, for
+ * each child that has not adopted yet, the state that child will adopt. A fork is adopted once;
+ * the parent is not changed. Up to 64 forks per context may await adoption at a time.
+ * Errors: EBADF @parent_fd is not open; EINVAL it is not a kstls fd, it is the caller's own
+ * process's, non-zero reserved, or this context already has modules or threads; EPERM the caller
+ * was not forked from that context while it existed (a child forked before it was opened, or
+ * given the fd through SCM_RIGHTS), has exec'd since, or has adopted that fork already; ESTALE
+ * the state at the fork cannot be had: the parent was changing its context (on another thread)
+ * while it forked; EDQUOT the user's quota has no room for the child's state (or had none for the
+ * copy kept for it).
  */
 struct kstls_adopt {
 	__u32 parent_fd;	/* in: the fd of the parent's context, inherited over fork */
@@ -199,6 +218,11 @@ struct kstls_mode {
  * a dtv_offset whose entries lie inside the mapping (0 in a free slot), so a reader need not
  * bound it before the tp check. The mapping is never copied by fork (the child must ADOPT and
  * map its own).
+ *
+ * The cache is made by the first mmap that passes every check, and is charged to the user's
+ * quota: mmap fails with EINVAL for a writable mapping, a length other than info.cache_size or
+ * a non-zero offset, ENODEV when the module offers no cache, EPERM from another process, EDQUOT
+ * when the quota has no room for it; a refused mmap keeps nothing.
  */
 #define KSTLS_CACHE_MAGIC	0x6b73746c	/* "kstl" */
 #define KSTLS_CACHE_VERSION	2

@@ -17,12 +17,15 @@
 //! stack, tail-jumps to the host's own `__tls_get_addr` (which realigns itself) for module ids
 //! below `KSTLS_MODULE_ID_MIN`, and only aligns the stack (keeping `%rbp` as the frame pointer,
 //! with CFI so unwinders and debuggers follow) before calling the Rust slow path. It clobbers
-//! only registers the psABI lets a call clobber. On a hit in the home slot: 21 instructions and
+//! only registers the psABI lets a call clobber. On a hit in the home slot: 24 instructions and
 //! 8 loads, one conditional branch; no syscall, no lock, no atomic read-modify-write, no store.
-//! A miss first tells a host module's id (below `KSTLS_MODULE_ID_MIN`, never equal to an
-//! entry's) apart and forwards it, then probes the next slots out of line; module id 0, which
-//! no libc hands out, may match an empty entry and get `offset` back, as undefined there as in
-//! glibc.
+//! A host module's id (below `KSTLS_MODULE_ID_MIN`, never equal to an entry's) is looked up in
+//! `EMPTY_CACHE` whatever `FAST.delta` says, chosen with a `cmov` rather than a branch: the
+//! mapped cache may be withdrawn and unmapped at any moment (the last kstls module of this copy
+//! unregistered on another thread), and a host module's accesses go on regardless, so they must
+//! never read it. They miss there, are told apart and forwarded; a kstls id then probes the next
+//! slots out of line. Module id 0, which no libc hands out, may match an empty entry and get
+//! `offset` back, as undefined there as in glibc.
 
 use core::arch::asm;
 use core::arch::global_asm;
@@ -66,7 +69,10 @@ global_asm!(
     "mov (%rdi), %rax",                 // rax = module id
     "mov %fs:0, %rsi",                  // rsi = thread pointer (the psABI self-pointer)
     "lea {empty}(%rip), %r8",
-    "add {delta}(%rip), %r8",           // r8 = the cache (EMPTY_CACHE while there is none)
+    "mov %rax, %rcx",
+    "shr $32, %rcx",                    // 0 for a host module's id, below KSTLS_MODULE_ID_MIN,
+    "cmovnz {delta}(%rip), %rcx",       // whose lookup must never read the mapped cache
+    "add %rcx, %r8",                    // r8 = the cache (EMPTY_CACHE while there is none)
     "movabs ${mul}, %rdx",
     "imul %rsi, %rdx",
     "shr ${shift4}, %rdx",
