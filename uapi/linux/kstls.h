@@ -149,15 +149,17 @@ struct kstls_stats {
  * reuse in the child. Nothing the parent registers, unregisters or touches after the fork reaches
  * the child: the kernel records every fork of a process that has a context (a probe on the
  * sched_process_fork tracepoint), and before the parent's first change since a fork it keeps, for
- * each child that has not adopted yet, the state that child will adopt. A fork is adopted once;
- * the parent is not changed. Up to 64 forks per context may await adoption at a time.
+ * each child that has not adopted yet, the state that child will adopt. Any thread of the child
+ * may call it; the forking thread's table becomes that of the child's first thread. A fork is
+ * adopted once, and a failed ADOPT changes nothing (it may be tried again); the parent is not
+ * changed. Up to 64 forks per context may await adoption at a time.
  * Errors: EBADF @parent_fd is not open; EINVAL it is not a kstls fd, it is the caller's own
  * process's, non-zero reserved, or this context already has modules or threads; EPERM the caller
  * was not forked from that context while it existed (a child forked before it was opened, or
  * given the fd through SCM_RIGHTS), has exec'd since, or has adopted that fork already; ESTALE
- * the state at the fork cannot be had: the parent was changing its context (on another thread)
- * while it forked; EDQUOT the user's quota has no room for the child's state (or had none for the
- * copy kept for it).
+ * the state at the fork cannot be had: another thread of the parent was changing its context,
+ * mapping or unmapping block memory, as it forked; EDQUOT the user's quota has no room for the
+ * child's state (or had none for the copy kept for it); ENOMEM memory could not be had.
  */
 struct kstls_adopt {
 	__u32 parent_fd;	/* in: the fd of the parent's context, inherited over fork */
