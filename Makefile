@@ -9,6 +9,7 @@
 #   make fuzz [DURATION=s] [SEED=n] [IOCTLS=n EXITS=n]   the fuzzer alone, long (600 s, or
 #                                          until both counts are reached)
 #   make KDIR=... [LLVM=1]                 build kstls.ko against your own Rust-enabled kernel
+#                                          (an x86-64 one, or an x86-64 User-Mode Linux build)
 #
 # Without KDIR, the project's own test kernel (built by scripts/kernel.sh in the cache,
 # ~/.cache/kstls) is used.
@@ -22,13 +23,23 @@ HOSTRUSTC ?= $(RUSTC)
 BINDGEN ?= $(firstword $(wildcard $(KSTLS_CACHE)/tools/bin/bindgen) bindgen)
 LIBCLANG_PATH ?= $(wildcard /usr/lib/llvm-19/lib)
 export LIBCLANG_PATH
-KMAKE_VARS = RUSTC=$(RUSTC) HOSTRUSTC=$(HOSTRUSTC) BINDGEN=$(BINDGEN) $(if $(LLVM),LLVM=$(LLVM))
+# A KDIR that is a User-Mode Linux build (CONFIG_UML) is built with ARCH=um, like any other.
+KDIR_UML := $(shell grep -qs '^CONFIG_UML=y' '$(KDIR)/.config' && echo y)
+KMAKE_VARS = RUSTC=$(RUSTC) HOSTRUSTC=$(HOSTRUSTC) BINDGEN=$(BINDGEN) $(if $(LLVM),LLVM=$(LLVM)) \
+	$(if $(KDIR_UML),ARCH=um)
+# The project's prod and uml kernels get their kstls.ko in build/module/FLAVOUR (scripts/lib.sh,
+# module_ko), built from a copy of the module's sources there, so that they never overwrite the
+# test kernel's at the top (Kbuild's MO= would want a source tree with no build in it).
+MODULE_KO := $(shell bash -c '. scripts/lib.sh && module_ko "$$1"' _ '$(KDIR)' 2>/dev/null)
+MODULE_OUT := $(patsubst %/,%,$(dir $(MODULE_KO)))
+MODULE_M := $(if $(filter-out $(CURDIR),$(MODULE_OUT)),$(MODULE_OUT),$(CURDIR))
 
 all: modules
 
 modules modules_install clean rust-analyzer:
 	@test -n "$(KDIR)" -a -d "$(KDIR)" || { echo "KDIR is not a kernel build directory (run 'make kernel' or pass KDIR=...)"; exit 1; }
-	$(MAKE) -C $(KDIR) M=$(CURDIR) $(KMAKE_VARS) $@
+	$(if $(filter-out $(CURDIR),$(MODULE_M)),bash -c '. scripts/lib.sh && sync_module_sources "$$1"' _ '$(MODULE_M)')
+	$(MAKE) -C $(KDIR) M=$(MODULE_M) $(KMAKE_VARS) $@
 	$(if $(filter rust-analyzer,$@),scripts/rust-analyzer-module.py rust-project.json rust/kstls_main.rs $(KDIR))
 
 # Installation: the module (modules_install, needs KDIR), the uapi header, the udev rule giving
@@ -46,7 +57,7 @@ INST_FILES = $(PREFIX)/include/linux/kstls.h $(UDEVDIR)/60-kstls.rules \
 	$(PREFIX)/share/man/man1/kstls-run.1
 
 install: modules
-	$(MAKE) -C $(KDIR) M=$(CURDIR) $(KMAKE_VARS) INSTALL_MOD_PATH=$(DESTDIR) modules_install
+	$(MAKE) -C $(KDIR) M=$(MODULE_M) $(KMAKE_VARS) INSTALL_MOD_PATH=$(DESTDIR) modules_install
 	$(INSTALL) -D -m 0644 uapi/linux/kstls.h $(DESTDIR)$(PREFIX)/include/linux/kstls.h
 	$(INSTALL) -D -m 0644 packaging/60-kstls.rules $(DESTDIR)$(UDEVDIR)/60-kstls.rules
 	$(INSTALL) -D -m 0644 man/kstls.4 $(DESTDIR)$(PREFIX)/share/man/man4/kstls.4
@@ -77,8 +88,9 @@ uninstall:
 setup:
 	scripts/setup.sh
 
+# The three kernels of scripts/kernel.sh: the test kernel (debug), prod and uml.
 kernel: setup
-	scripts/kernel.sh build
+	scripts/kernel.sh build $(or $(FLAVOUR),debug)
 
 selftests:
 	$(MAKE) -C selftests KDIR=$(KDIR)

@@ -26,14 +26,57 @@ ksrc() {
 	echo "$d"
 }
 
-# The kernel build directory for this source + config fragment (the cache key).
+# The kernel flavours scripts/kernel.sh builds: debug (the test kernel), prod, uml.
+kflavour_known() { case $1 in debug | prod | uml) return 0 ;; esac; return 1; }
+
+# kconfig_fragments FLAVOUR: the config fragments of FLAVOUR, one path a line, in merge order.
+kconfig_fragments() {
+	case $1 in
+	debug) echo "$KSTLS_ROOT/selftests/config" ;;
+	prod) printf '%s\n' "$KSTLS_ROOT/selftests/config" "$KSTLS_ROOT/kernel/prod.config" ;;
+	uml) echo "$KSTLS_ROOT/kernel/uml.config" ;;
+	esac
+}
+
+# kbuild_dir [FLAVOUR]: the kernel build directory for this source, flavour (default debug) and
+# its config fragments (the cache key).
 kbuild_dir() {
-	local src key
+	local src key flavour=${1:-debug} f
+	kflavour_known "$flavour" || return 1
 	src=$(ksrc) || return 1
-	key=$( (cat "$src/.kstls-unpacked" "$KSTLS_ROOT/selftests/config"
+	key=$( (cat "$src/.kstls-unpacked"
+		echo "$flavour"
+		kconfig_fragments "$flavour" | while IFS= read -r f; do cat "$f"; done
 		sed -n '/^# --- config key ---$/,$p' "$KSTLS_ROOT/scripts/kernel.sh") |
 		sha256sum | cut -c1-12)
-	echo "$KSTLS_CACHE/kernel/$(basename "$src")-$key"
+	echo "$KSTLS_CACHE/kernel/$(basename "$src")-$flavour-$key"
+}
+
+# kdir_flavour KDIR: the flavour of a kernel build directory, from its .config: uml for a
+# User-Mode Linux build, prod for an x86 build without lockdep, debug otherwise.
+kdir_flavour() {
+	if grep -q '^CONFIG_UML=y' "$1/.config" 2>/dev/null; then
+		echo uml
+	elif grep -q '^CONFIG_PROVE_LOCKING=y' "$1/.config" 2>/dev/null; then
+		echo debug
+	else
+		echo prod
+	fi
+}
+
+# module_ko KDIR: where kstls.ko built against KDIR is (the root Makefile puts it there):
+# build/module/FLAVOUR/ for the project's prod and uml kernels, so that they never overwrite the
+# test kernel's; the checkout's top directory for the test kernel and for a KDIR of the user's.
+module_ko() {
+	local k
+	k=$(realpath -m "$1")
+	if [ "$k" = "$(realpath -m "$(kbuild_dir prod 2>/dev/null || echo /nonexistent)")" ]; then
+		echo "$KSTLS_ROOT/build/module/prod/kstls.ko"
+	elif [ "$k" = "$(realpath -m "$(kbuild_dir uml 2>/dev/null || echo /nonexistent)")" ]; then
+		echo "$KSTLS_ROOT/build/module/uml/kstls.ko"
+	else
+		echo "$KSTLS_ROOT/kstls.ko"
+	fi
 }
 
 # copy_module_sources DIR: the module's sources into DIR, as a source package holds them: the
@@ -45,6 +88,15 @@ copy_module_sources() {
 		(cd "$KSTLS_ROOT" && cp -r --parents -t "$1" Kbuild Makefile dkms.conf uapi/linux/kstls.h \
 			scripts rust/*.rs)
 	fi
+}
+
+# sync_module_sources DIR: what the module's build reads (Kbuild, the uapi header, rust/), copied
+# into DIR with their times, and only when newer, so that Kbuild there rebuilds what changed.
+sync_module_sources() {
+	mkdir -p "$1"
+	(cd "$KSTLS_ROOT" && find Kbuild uapi/linux/kstls.h rust -name uapi_generated.rs -prune -o \
+		\( -name Kbuild -o -name '*.h' -o -name '*.rs' \) -type f -print0 |
+		xargs -0 cp -pu --parents -t "$1")
 }
 
 say() { echo "kstls: $*" >&2; }

@@ -7,7 +7,8 @@
 #
 # Host-side, building nothing: scripts/kernel.sh's cache lookup and seeding (`kernel.sh seed`)
 # against a fake cache that is empty, one with finished and unfinished builds, one with a stale
-# copy ($B.tmp) from an interrupted run, and one whose build directory already exists; `make fuzz`
+# copy ($B.tmp) from an interrupted run, one whose build directory already exists, and one with
+# builds of the other flavours (prod, uml), which must never seed the test kernel; `make fuzz`
 # refusing values that are not numbers before anything is built; `make uninstall` refusing to
 # guess the kernel, and removing the module of the release it is given.
 # In the guest (skipped with --no-boot; needs the built kernel and kstls.ko, as check.sh leaves
@@ -100,6 +101,24 @@ seed "$c" || why="kernel.sh seed failed with a stale $B.tmp. "
 [ ! -e "$B/$(basename "${B%-*}-0000000seed1")" ] || why+="The copy nested inside the stale one. "
 [ ! -e "$B.tmp" ] || why+="$B.tmp is still there. "
 tap "kernel.sh: a stale .tmp from an interrupted copy is discarded, never nested into" "$why" "$c.err"
+
+c=$work/flavours
+fake_cache "$c"
+B=$(KSTLS_CACHE=$c "$KSTLS_ROOT/scripts/kernel.sh" dir)
+U=$(KSTLS_CACHE=$c "$KSTLS_ROOT/scripts/kernel.sh" dir uml)
+P=$(KSTLS_CACHE=$c "$KSTLS_ROOT/scripts/kernel.sh" dir prod)
+# A finished uml and prod build, newer than anything else: never a seed for the test kernel.
+finished_build "$U" 30
+finished_build "$P" 20
+why=
+[ "$B" != "$U" ] && [ "$B" != "$P" ] && [ "$U" != "$P" ] ||
+	why+="Two flavours share a build directory ($B, $U, $P). "
+seed "$c" || why+="kernel.sh seed failed. "
+[ ! -e "$B/arch/origin" ] || why+="The test kernel was seeded from $(cat "$B/arch/origin"). "
+! grep -q seeding "$c.err" || why+="It seeded across flavours. "
+KSTLS_CACHE=$c "$KSTLS_ROOT/scripts/kernel.sh" dir tiny >/dev/null 2>"$c.err2" && why+="An unknown flavour was accepted. "
+grep -q "unknown flavour 'tiny'" "$c.err2" || why+="An unknown flavour was not named. "
+tap "kernel.sh: each flavour (debug, prod, uml) has its own build directory and seeds only from its own" "$why" "$c.err"
 
 # --- make fuzz --------------------------------------------------------------------------------
 
