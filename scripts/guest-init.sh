@@ -50,10 +50,17 @@ dump_kernel_log() {
 ) &
 watchdog=$!
 
-if [ "$VM_EXTRA" = 1 ]; then
+# The host directory of --extra: a 9p share under QEMU, the host's file system under UML.
+case $VM_EXTRA in
+9p)
 	mount -t 9p -o trans=virtio,version=9p2000.L,ro extra /mnt/extra ||
 		mark "error: cannot mount the 9p share 'extra' on /mnt/extra"
-fi
+	;;
+hostfs)
+	mount -t hostfs -o "$VM_EXTRA_DIR" -r none /mnt/extra ||
+		mark "error: cannot mount $VM_EXTRA_DIR (hostfs) on /mnt/extra"
+	;;
+esac
 
 # KUnit suites built into the kernel run at boot, before this line reaches the kernel log; the
 # host counts only the suites after it (those of the modules loaded here).
@@ -83,13 +90,13 @@ kill_session() {
 	done
 }
 
-# Each test binary runs from its directory in a session of its own, killed after the time limit;
+# Each test binary ($VM_ONLY, or every *_test) runs from its directory in a session of its own, killed after the time limit;
 # whatever it leaves behind (a forked test that outlived the harness) is killed with the session
 # so that it cannot keep a module busy. "timeout" on the end marker tells a binary killed by the
 # limit from one that died of its own signal.
 run_tests() {
 	cd "$VM_TESTDIR" 2>/dev/null || return
-	for t in *_test; do
+	for t in ${VM_ONLY:-*_test}; do
 		[ -f "$t" ] && [ -x "$t" ] || continue
 		mark "test-begin $t"
 		t0=$(now_cs)
@@ -128,10 +135,12 @@ mark "memory after unload: $(memory)"
 
 # kmemleak reports an object only when it is at least 5 s old at the start of a scan and its
 # contents did not change since the previous scan: scan once now, and again when everything
-# allocated before the unload is old enough.
+# allocated before the unload is old enough. A kernel built without it (prod, uml) says so.
 leaks=/sys/kernel/debug/kmemleak
 deadline=$(($(now_cs) + 550))
-if echo scan >$leaks 2>/dev/null; then
+if [ "$VM_KMEMLEAK" = 0 ]; then
+	mark "kmemleak: not in this kernel"
+elif echo scan >$leaks 2>/dev/null; then
 	while [ "$(now_cs)" -lt $deadline ]; do sleep 0.25; done
 	echo scan >$leaks
 	mark "kmemleak-begin"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# vm.sh - boot the kstls test kernel in QEMU (TCG; KVM does not work on this host) with a
-# generated initramfs, and run the selftests or a command in it with kstls.ko loaded.
+# vm.sh - boot a kstls kernel with a generated initramfs, and run the selftests or a command in
+# it with kstls.ko loaded: an x86-64 kernel in QEMU (TCG; KVM does not work on this host), a
+# User-Mode Linux kernel (scripts/kernel.sh build uml) as the host process it is.
 #
 #   vm.sh check [OPTIONS]           run every executable *_test of build/selftests, sorted
 #   vm.sh run [OPTIONS] -- CMD      run the shell command CMD (one word) with sh -c in /kstls
@@ -17,13 +18,16 @@
 #                        load another module, with parameters, before kstls.ko (repeatable;
 #                        FILE must not contain white space)
 #   --tests DIR          check: run the *_test files of DIR instead of build/selftests
-#   --extra DIR          share DIR read-only with the guest at /mnt/extra (9p) [$VM_EXTRA]
+#   --only 'NAME...'     check: run only these of the *_test files
+#   --extra DIR          share DIR read-only with the guest at /mnt/extra (9p; hostfs under
+#                        UML) [$VM_EXTRA]
 #   --timeout SECS       hard limit for the whole boot [$VM_TIMEOUT, 300]
 #   --log FILE           where the serial log goes [build/guest/serial-MODE.log]
-# Environment: KDIR (the kernel build directory; default `scripts/kernel.sh dir`, which must
-# have been built), VM_TEST_TIMEOUT (limit per test binary in the guest, default 120 s).
+# Environment: KDIR (the kernel build directory; default `scripts/kernel.sh dir`, the test
+# kernel, which must have been built; a UML build boots UML), VM_TEST_TIMEOUT (limit per test
+# binary in the guest, default 120 s).
 #
-# The guest sees kstls.ko at /kstls/kstls.ko, a copy of build/ at /kstls/build (without
+# The guest sees the kstls.ko built for KDIR (scripts/lib.sh, module_ko) at /kstls/kstls.ko, a copy of build/ at /kstls/build (without
 # build/guest and cargo's incremental caches), the host's glibc loader and core libraries and
 # musl's loader, so dynamically linked test programs run. Its /init is scripts/guest-init.sh.
 # While the guest runs, the job's output (from the run-begin marker to the exit marker or the
@@ -43,8 +47,11 @@ GLIBC_LIBS=(ld-linux-x86-64.so.2 libc.so.6 libm.so.6 libpthread.so.0 libdl.so.2 
 # further for the job); oops=panic + panic=-1 end a broken guest at once instead of letting
 # later tests hang; acpi=noirq spares the ACPI interrupt-link AML that takes ~20 s under TCG to
 # enable the 9p device; stats_enabled=2 makes KUnit print a summary for one-case suites too.
-CMDLINE=(console=ttyS0 loglevel=4 panic=-1 oops=panic slub_debug=FZPU log_buf_len=4M acpi=noirq
-	kunit.stats_enabled=2)
+# slub_debug only where the kernel has SLUB debugging. UML: the console is fd 1 and reads
+# nothing; its memory is a host file of mem= bytes; seccomp=on is its fast system-call mode.
+CMDLINE=(loglevel=4 panic=-1 oops=panic log_buf_len=4M kunit.stats_enabled=2)
+QEMU_CMDLINE=(console=ttyS0 acpi=noirq)
+UML_CMDLINE=(mem=1G seccomp=on con=null con0=null,fd:1)
 
 usage() { die "usage: vm.sh check|run [--no-module] [--insmod 'FILE [ARGS]'] [--tests DIR] [--extra DIR] [--timeout SECS] [--log FILE] [-- CMD...]"; }
 
@@ -53,6 +60,7 @@ case $mode in check | run) shift ;; *) usage ;; esac
 load_kstls=1
 insmods=()
 tests=
+only=
 extra=${VM_EXTRA:-}
 timeout=${VM_TIMEOUT:-300}
 test_timeout=${VM_TEST_TIMEOUT:-120}
@@ -61,11 +69,12 @@ cmd=()
 while (($#)); do
 	case $1 in
 	--no-module) load_kstls=0 ;;
-	--insmod | --tests | --extra | --timeout | --log)
+	--insmod | --tests | --only | --extra | --timeout | --log)
 		(($# >= 2)) || die "$1 needs an argument"
 		case $1 in
 		--insmod) insmods+=("$2") ;;
 		--tests) tests=$2 ;;
+		--only) only=$2 ;;
 		--extra) extra=$2 ;;
 		--timeout) timeout=$2 ;;
 		--log) log=$2 ;;
@@ -87,20 +96,26 @@ rm -f "$log"
 [[ $test_timeout =~ ^[1-9][0-9]*$ ]] || die "VM_TEST_TIMEOUT wants seconds, not '$test_timeout'"
 if [ "$mode" = run ]; then
 	((${#cmd[@]})) || die "vm.sh run needs a command after --"
-	[ -z "$tests" ] || die "--tests only applies to vm.sh check"
+	[ -z "$tests$only" ] || die "--tests and --only apply to vm.sh check only"
 else
 	((${#cmd[@]} == 0)) || die "vm.sh check takes no command"
 fi
 
 KDIR=${KDIR:-$(bash "$KSTLS_ROOT/scripts/kernel.sh" dir)}
-BZIMAGE=$KDIR/arch/x86/boot/bzImage
+flavour=$(kdir_flavour "$KDIR")
+KSTLS_KO=$(module_ko "$KDIR")
+if [ "$flavour" = uml ]; then
+	KIMAGE=$KDIR/linux
+else
+	KIMAGE=$KDIR/arch/x86/boot/bzImage
+	command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: run scripts/setup.sh"
+fi
 GEN_INIT_CPIO=$KDIR/usr/gen_init_cpio
-[ -f "$BZIMAGE" ] && [ -x "$GEN_INIT_CPIO" ] ||
+[ -f "$KIMAGE" ] && [ -x "$GEN_INIT_CPIO" ] ||
 	die "no built kernel in $KDIR: run scripts/kernel.sh build"
 [ -x /bin/busybox ] || die "/bin/busybox missing: run scripts/setup.sh (package busybox-static)"
-command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: run scripts/setup.sh"
-if [ "$load_kstls" = 1 ] && [ ! -f "$KSTLS_ROOT/kstls.ko" ]; then
-	die "$KSTLS_ROOT/kstls.ko not found: build it with make -C $KSTLS_ROOT modules KDIR=$KDIR (or pass --no-module)"
+if [ "$load_kstls" = 1 ] && [ ! -f "$KSTLS_KO" ]; then
+	die "$KSTLS_KO not found: build it with make -C $KSTLS_ROOT modules KDIR=$KDIR (or pass --no-module)"
 fi
 if [ -n "$extra" ]; then
 	[ -d "$extra" ] || die "--extra $extra is not a directory"
@@ -110,20 +125,26 @@ if [ -n "$tests" ]; then
 	[ -d "$tests" ] || die "--tests $tests is not a directory"
 	tests=$(realpath "$tests")
 fi
+for t in $only; do
+	[[ $t =~ ^[A-Za-z0-9_]+_test$ ]] || die "--only: '$t' is not the name of a *_test file"
+	[ -x "${tests:-$KSTLS_ROOT/build/selftests}/$t" ] || die "--only: no test $t in ${tests:-build/selftests}"
+done
 
 GUEST_DIR=$KSTLS_ROOT/build/guest
+MODULE_DIR=$KSTLS_ROOT/build/module
 mkdir -p "$GUEST_DIR" "$(dirname "$log")"
 stage=$(mktemp -d "$GUEST_DIR/initramfs.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 
 # gen_init_cpio lines for a copy of the host directory $1 at $2 in the guest (directories come
 # before their contents, as find lists them). build/guest holds these very initramfs images and
-# the logs, and cargo's incremental caches are large and of no use in the guest.
+# the logs, build/module the other kernels' module builds (kstls.ko is copied on its own),
+# and cargo's incremental caches are large and of no use in the guest.
 add_tree() {
 	local src dst=$2
 	src=$(realpath "$1")
 	echo "dir $dst 0755 0 0"
-	find "$src" -mindepth 1 \( -path "$(realpath -m "$GUEST_DIR")" -o -name incremental \
+	find "$src" -mindepth 1 \( -path "$(realpath -m "$GUEST_DIR")" -o -path "$(realpath -m "$MODULE_DIR")" -o -name incremental \
 		-o -name .fingerprint \) -prune -o -printf '%y %m %s %p %l\n' |
 		awk -v src="$src" -v dst="$dst" -v max=$((MAX_FILE_MB << 20)) '
 		function skip(why) { print "kstls: warning: not copied to the guest (" why "): " $4 > "/dev/stderr" }
@@ -159,7 +180,7 @@ add_tree() {
 		echo "file /kstls/modules/$(basename "$ko") $(realpath "$ko") 0644 0 0"
 	done
 	if [ "$load_kstls" = 1 ]; then
-		echo "file /kstls/kstls.ko $KSTLS_ROOT/kstls.ko 0644 0 0"
+		echo "file /kstls/kstls.ko $KSTLS_KO 0644 0 0"
 	fi
 	if [ -d "$KSTLS_ROOT/build" ]; then
 		add_tree "$KSTLS_ROOT/build" /kstls/build
@@ -189,7 +210,10 @@ cat >"$stage/vm.conf" <<EOF
 VM_MODE=$mode
 VM_TESTDIR=$([ -n "$tests" ] && echo /kstls/tests || echo /kstls/build/selftests)
 VM_TEST_TIMEOUT=$test_timeout
-VM_EXTRA=$([ -n "$extra" ] && echo 1 || echo 0)
+VM_ONLY='$only'
+VM_EXTRA=$([ -z "$extra" ] && echo 0 || { [ "$flavour" = uml ] && echo hostfs || echo 9p; })
+VM_EXTRA_DIR='${extra//\'/}'
+VM_KMEMLEAK=$(grep -qs '^CONFIG_DEBUG_KMEMLEAK=y' "$KDIR/.config" && echo 1 || echo 0)
 VM_DEADLINE=$((timeout > 40 ? timeout - 20 : timeout / 2))
 EOF
 # One word is a shell command, passed as it is; several are an argument vector, each word quoted
@@ -205,17 +229,26 @@ fi
 "$GEN_INIT_CPIO" "$stage/initramfs.list" >"$stage/initramfs.cpio" ||
 	die "gen_init_cpio failed on $stage/initramfs.list"
 
-qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 1G -nographic -no-reboot
-	-kernel "$BZIMAGE" -initrd "$stage/initramfs.cpio" -append "${CMDLINE[*]}")
-if [ -n "$extra" ]; then
-	# QEMU option values escape a comma by doubling it.
-	qemu+=(-virtfs "local,path=${extra//,/,,},mount_tag=extra,security_model=none,readonly=on")
+grep -qs '^CONFIG_SLUB_DEBUG=y' "$KDIR/.config" && CMDLINE+=(slub_debug=FZPU)
+if [ "$flavour" = uml ]; then
+	# UML runs as host processes of this user (its memory: a file in /dev/shm of mem= bytes).
+	[ -z "$extra" ] || [[ $extra != *[,\ \']* ]] ||
+		die "--extra: under UML (hostfs) the directory's path must not contain a comma, space or quote"
+	guest=("$KIMAGE" "${UML_CMDLINE[@]}" "initrd=$stage/initramfs.cpio" "${CMDLINE[@]}")
+else
+	guest=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 1G -nographic -no-reboot
+		-kernel "$KIMAGE" -initrd "$stage/initramfs.cpio"
+		-append "${QEMU_CMDLINE[*]} ${CMDLINE[*]}")
+	if [ -n "$extra" ]; then
+		# QEMU option values escape a comma by doubling it.
+		guest+=(-virtfs "local,path=${extra//,/,,},mount_tag=extra,security_model=none,readonly=on")
+	fi
 fi
 
-say "booting the guest ($mode, limit ${timeout} s, initramfs $(du -h "$stage/initramfs.cpio" | cut -f1)), log: $log"
+say "booting the $flavour guest ($mode, limit ${timeout} s, initramfs $(du -h "$stage/initramfs.cpio" | cut -f1)), log: $log"
 t0=$SECONDS
 qrc=0
-timeout -k 10 "$timeout" "${qemu[@]}" </dev/null 2>&1 | tee "$log" |
+timeout -k 10 "$timeout" "${guest[@]}" </dev/null 2>&1 | tee "$log" |
 	awk '{ sub(/\r$/, "") } /^KSTLS-VM: (exit rc=|dmesg-begin)/ { on = 0 } on { print; fflush() }
 		/^KSTLS-VM: run-begin$/ { on = 1 }' || qrc=${PIPESTATUS[0]}
 say "guest ran for $((SECONDS - t0)) s"
