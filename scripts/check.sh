@@ -5,9 +5,13 @@
 # selftests, prove that the test runner catches failures (test-runner.sh) and that the scripts
 # and make targets behave (test-scripts.sh), boot the guest and
 # run every test in it (vm.sh check), judge its log (results.py), and print the grand totals.
+# The module's second platform, User-Mode Linux (scripts/kernel.sh build uml), then runs
+# kstls.ko's KUnit suites and the selftests but those named in UML_LEFT_OUT below; the
+# benchmark's short run uses the uml and prod kernels.
 #
 #   check.sh               everything above
-#   check.sh --build-only  only setup and the builds; prints the kernel build dir (for demo.sh)
+#   check.sh --build-only  only setup and the test kernel's builds; prints its build dir (for
+#                          demo.sh and make bench)
 #
 # The selftests are built with `make -C selftests KDIR=...`, which puts the *_test binaries into
 # build/selftests; libkstls and its scenario tests with `make -C userspace-lib` (into build/lib
@@ -50,6 +54,22 @@ build() {
 	stage demo make -C "$KSTLS_ROOT/demo" >&2
 }
 
+# The other two kernels and their kstls.ko (in build/module/FLAVOUR): uml for the second
+# platform's tests and the benchmark's user-side rows, prod for its system-call rows.
+build_platforms() {
+	local f k
+	for f in uml prod; do
+		k=$(stage "kernel-$f" "$KSTLS_ROOT/scripts/kernel.sh" build "$f")
+		stage "module-$f" make -C "$KSTLS_ROOT" modules KDIR="$k" >&2
+	done
+	UML_KDIR=$("$KSTLS_ROOT/scripts/kernel.sh" dir uml)
+}
+
+# The selftests left out under UML, and why: each needs what only the debug kernel has.
+UML_LEFT_OUT=(
+	faultinject_test # fault injection (FAILSLAB, fail_* in debugfs): a debug-kernel feature
+)
+
 passed=0
 failed=0
 skipped=0
@@ -80,6 +100,7 @@ esac
 
 t0=$SECONDS
 build
+build_platforms
 out=$KSTLS_ROOT/build/guest
 mkdir -p "$out"
 stage test-runner tee_to "$out/test-runner.txt" "$KSTLS_ROOT/scripts/test-runner.sh" || true
@@ -91,6 +112,20 @@ stage guest "$KSTLS_ROOT/scripts/vm.sh" check --timeout "${VM_TIMEOUT:-600}" || 
 stage results tee_to "$out/results-check.txt" \
 	python3 "$KSTLS_ROOT/scripts/results.py" "$out/serial-check.log" || true
 add_totals results.py "$out/results-check.txt"
+# The second platform: kstls.ko's KUnit suites (at insmod) and the selftests under UML.
+uml_tests=$(cd "$KSTLS_ROOT/build/selftests" && for t in *_test; do
+	[[ " ${UML_LEFT_OUT[*]} " == *" $t "* ]] || echo "$t"
+done | tr '\n' ' ')
+say "uml: leaving out ${UML_LEFT_OUT[*]} (scripts/check.sh, UML_LEFT_OUT)"
+stage guest-uml env KDIR="$UML_KDIR" "$KSTLS_ROOT/scripts/vm.sh" check --only "$uml_tests" \
+	--timeout "${VM_TIMEOUT:-600}" --log "$out/serial-check-uml.log" || true
+# Its lines say "uml: "; the last, the totals, stays as it is for add_totals.
+uml_results() {
+	python3 "$KSTLS_ROOT/scripts/results.py" "$out/serial-check-uml.log" | sed '$!s/^/uml: /'
+	return "${PIPESTATUS[0]}"
+}
+stage results-uml tee_to "$out/results-check-uml.txt" uml_results || true
+add_totals "results.py (uml)" "$out/results-check-uml.txt"
 # Host-side checks of the library: no undefined libc symbol in libkstls.so or libkstls.a.
 if stage symbols make -s -C "$KSTLS_ROOT/userspace-lib" check-symbols >"$out/symbols.txt" 2>&1; then
 	passed=$((passed + 1))
