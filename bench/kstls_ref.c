@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * kstls_ref.c - libkb_kstls.so, the kstls_cached path measured while libkstls does not exist
- * yet: the lookup of uapi/linux/kstls.h exactly as selftests/kstls_cache.h implements it for
- * cache_test.c (the reference C lookup), and the GET_ADDR ioctl on a miss, which fills the cache.
+ * kstls_ref.c - libkb_kstls_ref.so, the kstls_ref path of the benchmark's user set: the lookup
+ * of uapi/linux/kstls.h exactly as selftests/kstls_cache.h implements it for cache_test.c (the
+ * reference C lookup), and the GET_ADDR ioctl on a miss, which fills the cache. It is measured
+ * beside libkstls's own fast path (kstls_cached), never in its place.
  *
  * The shape is that of a general-dynamic access linked against a private copy of libkstls: the
  * caller passes the address of a (module, offset) pair to a non-inlined function with hidden
