@@ -148,6 +148,20 @@ else
 	failed=$((failed + 1))
 	echo "FAIL unit-test: $(tail -n 5 "$out/unit-test.txt")"
 fi
+# Host-side: bench/report.py on synthetic outputs of both platforms (its CSV columns, the rows it
+# requires, the targets judged per platform, where a missed target's time goes); each test counts.
+n=0
+if stage report-test python3 "$KSTLS_ROOT/bench/test_report.py" >"$out/report-test.txt" 2>&1 &&
+	grep -qx 'OK' "$out/report-test.txt"; then
+	n=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} in .*/\1/p' "$out/report-test.txt")
+fi
+if ((${n:-0} > 0)); then
+	passed=$((passed + n))
+	echo "ok report-test: $n tests of bench/report.py on synthetic outputs"
+else
+	failed=$((failed + 1))
+	echo "FAIL report-test: $(tail -n 5 "$out/report-test.txt")"
+fi
 # Host-side: the Rust crate's docs and examples build without a warning (cargo doc -D warnings).
 if stage rust-check make -s -C "$KSTLS_ROOT/userspace-lib" rust-check >"$out/rust-check.txt" 2>&1; then
 	passed=$((passed + 1))
