@@ -73,6 +73,12 @@ SUMMARY_HEADER = ["platform", "path", "threads", "modules", "ns_median", "ns_p10
 RAW_HEADER = ["path", "threads", "modules", "repeat", "ns_per_op", "iters", "misses"]
 
 # What each platform is, and which set's targets it judges.
+def qemu_virt(a, env):
+    """The virtualisation line of a QEMU platform."""
+    return 'QEMU %s, TCG (no KVM), -cpu max -smp 2; guest CPU "%s", %s CPUs' % (
+        a.qemu or "?", env.get("guest_cpu", "?"), env.get("guest_cpus", "?"))
+
+
 PLATFORMS = {
     "uml": dict(
         judges="user",
@@ -90,9 +96,7 @@ PLATFORMS = {
         method="QEMU TCG, production-config kernel (no lockdep, kmemleak, SLUB debug, DEBUG_VM,"
                " fault injection): the syscall rows; user code is emulated, so user-side rows"
                " are not judged here.",
-        virt=lambda a, env: "QEMU %s, TCG (no KVM), -cpu max -smp 2; guest CPU \"%s\", %s CPUs"
-                            % (a.qemu or "?", env.get("guest_cpu", "?"),
-                               env.get("guest_cpus", "?")),
+        virt=qemu_virt,
         kernel="production config",
         caveat="Absolute numbers come from TCG emulation on a machine shared with other builds:"
                " they are not hardware numbers. Only ratios within this platform's run mean"
@@ -103,9 +107,7 @@ PLATFORMS = {
                " debug, kmemleak): a run that proves every path works. The debug options"
                " dominate the syscall rows and user code is emulated, so no target is judged"
                " here (scripts/bench.sh judges them on uml and qemu-prod).",
-        virt=lambda a, env: "QEMU %s, TCG (no KVM), -cpu max -smp 2; guest CPU \"%s\", %s CPUs"
-                            % (a.qemu or "?", env.get("guest_cpu", "?"),
-                               env.get("guest_cpus", "?")),
+        virt=qemu_virt,
         kernel="debug: lockdep, DEBUG_MUTEXES, SLUB debug, kmemleak",
         caveat="Absolute numbers come from a debug kernel under TCG emulation on a machine shared"
                " with other builds: they are not hardware numbers."),

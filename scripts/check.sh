@@ -88,6 +88,18 @@ add_totals() {
 	fi
 }
 
+# add_count NAME N WHAT FILE: N tests of a host-side suite passed (N > 0), or one failure with
+# the end of its output FILE.
+add_count() {
+	if ((${2:-0} > 0)); then
+		passed=$((passed + $2))
+		echo "ok $1: $2 $3"
+	else
+		failed=$((failed + 1))
+		echo "FAIL $1: $(tail -n 5 "$4")"
+	fi
+}
+
 case ${1:-} in
 --build-only)
 	build
@@ -141,13 +153,7 @@ if stage unit-test make -s -C "$KSTLS_ROOT/userspace-lib" unit-test >"$out/unit-
 	grep -qE '^test result: ok\. [0-9]+ passed; 0 failed' "$out/unit-test.txt"; then
 	n=$(grep -E '^test result: ' "$out/unit-test.txt" | awk '{s += $4} END {print s + 0}')
 fi
-if ((${n:-0} > 0)); then
-	passed=$((passed + n))
-	echo "ok unit-test: $n cargo tests of libkstls's pure logic"
-else
-	failed=$((failed + 1))
-	echo "FAIL unit-test: $(tail -n 5 "$out/unit-test.txt")"
-fi
+add_count unit-test "$n" "cargo tests of libkstls's pure logic" "$out/unit-test.txt"
 # Host-side: bench/report.py on synthetic outputs of both platforms (its CSV columns, the rows it
 # requires, the targets judged per platform, where a missed target's time goes); each test counts.
 n=0
@@ -155,13 +161,7 @@ if stage report-test python3 "$KSTLS_ROOT/bench/test_report.py" >"$out/report-te
 	grep -qx 'OK' "$out/report-test.txt"; then
 	n=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} in .*/\1/p' "$out/report-test.txt")
 fi
-if ((${n:-0} > 0)); then
-	passed=$((passed + n))
-	echo "ok report-test: $n tests of bench/report.py on synthetic outputs"
-else
-	failed=$((failed + 1))
-	echo "FAIL report-test: $(tail -n 5 "$out/report-test.txt")"
-fi
+add_count report-test "$n" "tests of bench/report.py on synthetic outputs" "$out/report-test.txt"
 # Host-side: the Rust crate's docs and examples build without a warning (cargo doc -D warnings).
 if stage rust-check make -s -C "$KSTLS_ROOT/userspace-lib" rust-check >"$out/rust-check.txt" 2>&1; then
 	passed=$((passed + 1))
