@@ -8,7 +8,8 @@
 # Host-side, building nothing: scripts/kernel.sh's cache lookup and seeding (`kernel.sh seed`)
 # against a fake cache that is empty, one with finished and unfinished builds, one with a stale
 # copy ($B.tmp) from an interrupted run, one whose build directory already exists, and one with
-# builds of the other flavours (prod, uml), which must never seed the test kernel; `make fuzz`
+# builds of the other flavours (prod, uml), which must never seed the test kernel; bench/ refusing
+# to build without libkstls (no stand-in for its rows); `make fuzz`
 # refusing values that are not numbers before anything is built; `make uninstall` refusing to
 # guess the kernel, and removing the module of the release it is given.
 # In the guest (skipped with --no-boot; needs the built kernel and kstls.ko, as check.sh leaves
@@ -119,6 +120,19 @@ seed "$c" || why+="kernel.sh seed failed. "
 KSTLS_CACHE=$c "$KSTLS_ROOT/scripts/kernel.sh" dir tiny >/dev/null 2>"$c.err2" && why+="An unknown flavour was accepted. "
 grep -q "unknown flavour 'tiny'" "$c.err2" || why+="An unknown flavour was not named. "
 tap "kernel.sh: each flavour (debug, prod, uml) has its own build directory and seeds only from its own" "$why" "$c.err"
+
+# --- the benchmark needs libkstls ------------------------------------------------------------
+
+# The kstls_cached rows are libkstls's: without it, bench/ must not build a stand-in.
+b=$work/bench
+why=
+if make -s -C "$KSTLS_ROOT/bench" progs OUT="$b" LIBKSTLS="$work/no/libkstls.a" >"$b.out" 2>&1; then
+	why+="make -C bench built without libkstls.a. "
+fi
+grep -q "libkstls.a is missing: build it with \`make -C userspace-lib\`" "$b.out" ||
+	why+="It did not say what is missing and how to build it. "
+[ ! -e "$b/libkb_kstls.so" ] || why+="It built libkb_kstls.so without libkstls. "
+tap "make -C bench refuses to build without libkstls.a, and says how to build it" "$why" "$b.out"
 
 # --- make fuzz --------------------------------------------------------------------------------
 
