@@ -30,7 +30,7 @@ KMAKE_VARS = RUSTC=$(RUSTC) HOSTRUSTC=$(HOSTRUSTC) BINDGEN=$(BINDGEN) $(if $(LLV
 # The project's prod and uml kernels get their kstls.ko in build/module/FLAVOUR (scripts/lib.sh,
 # module_ko), built from a copy of the module's sources there, so that they never overwrite the
 # test kernel's at the top (Kbuild's MO= would want a source tree with no build in it).
-MODULE_KO := $(shell bash -c '. scripts/lib.sh && module_ko "$$1"' _ '$(KDIR)' 2>/dev/null)
+MODULE_KO := $(shell KSTLS_ROOT='$(CURDIR)' bash -c '. scripts/lib.sh && module_ko "$$1"' _ '$(KDIR)' 2>/dev/null)
 MODULE_OUT := $(patsubst %/,%,$(dir $(MODULE_KO)))
 MODULE_M := $(if $(filter-out $(CURDIR),$(MODULE_OUT)),$(MODULE_OUT),$(CURDIR))
 
@@ -38,7 +38,7 @@ all: modules
 
 modules modules_install clean rust-analyzer:
 	@test -n "$(KDIR)" -a -d "$(KDIR)" || { echo "KDIR is not a kernel build directory (run 'make kernel' or pass KDIR=...)"; exit 1; }
-	$(if $(filter-out $(CURDIR),$(MODULE_M)),bash -c '. scripts/lib.sh && sync_module_sources "$$1"' _ '$(MODULE_M)')
+	$(if $(filter-out $(CURDIR),$(MODULE_M)),KSTLS_ROOT='$(CURDIR)' bash -c '. scripts/lib.sh && sync_module_sources "$$1"' _ '$(MODULE_M)')
 	$(MAKE) -C $(KDIR) M=$(MODULE_M) $(KMAKE_VARS) $@
 	$(if $(filter rust-analyzer,$@),scripts/rust-analyzer-module.py rust-project.json rust/kstls_main.rs $(KDIR))
 

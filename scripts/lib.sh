@@ -86,7 +86,7 @@ copy_module_sources() {
 		(cd "$KSTLS_ROOT" && git ls-files -z | xargs -0 cp --parents -t "$1")
 	else
 		(cd "$KSTLS_ROOT" && cp -r --parents -t "$1" Kbuild Makefile dkms.conf uapi/linux/kstls.h \
-			scripts rust/*.rs)
+			scripts rust)
 	fi
 }
 
