@@ -315,18 +315,33 @@ impl Context {
         if offset >= memsz as u64 {
             return Err(EINVAL);
         }
-        // A new thread's table, or a first touch: a change. A lookup changes only counters.
-        let changes = !inner.threads.has(task, pid)
-            || inner
-                .threads
-                .get(pid)
-                .and_then(|t| t.block(index))
-                .is_none();
-        let change = if changes {
-            Some(self.change(inner)?)
-        } else {
-            None
-        };
+        // The hit, the strict path's common case: one lookup of the thread's table, which has
+        // the block; only counters change.
+        if let Some(t) = inner.threads.get_mut(pid).filter(|t| t.is(task)) {
+            if let Some(b) = t.block_mut(index) {
+                b.lookups += 1;
+                let block = b.addr;
+                t.lookups += 1;
+                if let Some(m) = inner.registry.by_index_mut(index) {
+                    m.lookups += 1;
+                }
+                let totals = &mut inner.totals;
+                totals.lookups += 1;
+                if strict {
+                    totals.traps += 1;
+                }
+                if let (Some(c), Some(tp)) = (self.cache.as_ref(), tp) {
+                    if fill_cache(c, &mut inner.budget, t, task, tp, module, index, block) {
+                        totals.fills += 1;
+                    }
+                }
+                self.summary.publish_totals(totals);
+                // Cannot overflow: `offset < memsz` and the block lies inside a mapping.
+                return Ok((block + offset as usize) as u64);
+            }
+        }
+        // Else a new thread's table, or a first touch: a change.
+        let change = self.change(inner)?;
         inner.threads.enter(
             task,
             pid,
@@ -335,10 +350,8 @@ impl Context {
             &mut inner.budget,
             &mut inner.totals.thread_exits,
         )?;
-        if changes {
-            // A first touch may map memory and fault on the block: fdinfo shows this meanwhile.
-            self.publish(inner);
-        }
+        // A first touch may map memory and fault on the block: fdinfo shows this meanwhile.
+        self.publish(inner);
         let Inner {
             registry,
             threads,
@@ -376,12 +389,8 @@ impl Context {
                 totals.fills += 1;
             }
         }
-        if let Some(change) = change {
-            change.finish(&g);
-            self.publish(&g);
-        } else {
-            self.summary.publish_totals(&g.totals);
-        }
+        change.finish(&g);
+        self.publish(&g);
         // Cannot overflow: `offset < memsz` and the block lies inside a mapping.
         Ok((block + offset as usize) as u64)
     }

@@ -25,6 +25,11 @@ use kernel::{
     task::Pid,
 };
 
+use core::sync::atomic::{
+    AtomicU64,
+    Ordering::Relaxed, //
+};
+
 use crate::budget::Budget;
 use crate::cache;
 use crate::exit_hook;
@@ -117,16 +122,27 @@ fn show_figures(m: &SeqFile, f: &Figures, id: &Identity, busy: bool) {
 
 /// The figures of a context as the holder of its lock last published them, for fdinfo when
 /// the lock is taken. One per context.
+///
+/// The counters a lookup changes are words of their own, stored without a lock: a hit on the
+/// strict path publishes them with three plain stores (only the lock holder writes, so nothing
+/// is lost), and a reader may see one of them a lookup ahead of another, never a value that was
+/// not published.
 #[pin_data]
 pub(crate) struct Summary {
     #[pin]
     figures: SpinLock<Figures>,
+    lookups: AtomicU64,
+    traps: AtomicU64,
+    fills: AtomicU64,
 }
 
 impl Summary {
     pub(crate) fn new() -> impl PinInit<Self> {
         pin_init!(Self {
             figures <- new_spinlock!(Figures::default()),
+            lookups: AtomicU64::new(0),
+            traps: AtomicU64::new(0),
+            fills: AtomicU64::new(0),
         })
     }
 
@@ -134,21 +150,27 @@ impl Summary {
     /// the threads: for a change, not for a lookup (`publish_totals`).
     pub(crate) fn publish(&self, v: &View<'_>) {
         let f = v.figures();
+        self.store_counters(f.lookups, f.traps, f.fills);
         *self.figures.lock() = f;
     }
 
     /// Publishes the counters that a lookup changes, and only those.
     pub(crate) fn publish_totals(&self, t: &Totals) {
-        let mut f = self.figures.lock();
-        f.lookups = t.lookups;
-        f.allocs = t.allocs;
-        f.traps = t.traps;
-        f.fills = t.fills;
+        self.store_counters(t.lookups, t.traps, t.fills);
+    }
+
+    fn store_counters(&self, lookups: u64, traps: u64, fills: u64) {
+        self.lookups.store(lookups, Relaxed);
+        self.traps.store(traps, Relaxed);
+        self.fills.store(fills, Relaxed);
     }
 
     /// fdinfo while the context lock is taken: the last published figures.
     pub(crate) fn show(&self, m: &SeqFile, id: &Identity) {
-        let f = *self.figures.lock();
+        let mut f = *self.figures.lock();
+        f.lookups = self.lookups.load(Relaxed);
+        f.traps = self.traps.load(Relaxed);
+        f.fills = self.fills.load(Relaxed);
         show_figures(m, &f, id, true);
     }
 }

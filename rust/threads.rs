@@ -100,11 +100,6 @@ impl Threads {
         self.tree.values()
     }
 
-    /// Whether `task`, whose tid is `tid`, has its own table.
-    pub(crate) fn has(&self, task: &Task, tid: Pid) -> bool {
-        matches!(self.tree.get(&tid), Some(t) if t.is(task))
-    }
-
     /// Whether some table is of a thread that is gone (a sweep would reclaim it).
     pub(crate) fn any_exited(&self) -> bool {
         self.tree.values().any(|t| t.gone(self.mm))
