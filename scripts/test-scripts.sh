@@ -15,7 +15,8 @@
 # In the guest (skipped with --no-boot; needs the built kernel and kstls.ko, as check.sh leaves
 # them): one `make vm-run` whose CMD holds ; && | > quotes $VAR $(...) and a glob, run with a host
 # HOME that differs from the guest's, and a VM_EXTRA directory whose name has a space. Everything
-# must happen in the guest, byte for byte, and nothing on the host.
+# must happen in the guest, byte for byte, and nothing on the host. Then one `make vm-run` with a
+# KDIR that is the project's UML build: UML, its kstls.ko, VM_EXTRA read-only through hostfs.
 #
 # Output is TAP; the last line is "N passed, N failed". Exit status 1 on any failure.
 set -euo pipefail
@@ -221,6 +222,31 @@ if [ "$boot" = 1 ]; then
 	why=
 	has "shared with a space" || why="The VM_EXTRA directory with a space was not shared. "
 	tap "vm-run: VM_EXTRA may name a directory with a space" "$why" "$out.clean" "$work/vm-run.err"
+
+	# A KDIR that is a UML build boots UML, with its own kstls.ko; --extra is hostfs there.
+	uml=$(bash "$KSTLS_ROOT/scripts/kernel.sh" dir uml)
+	if [ -f "$uml/.kstls-built" ]; then
+		uextra=$work/uml-extra
+		mkdir -p "$uextra"
+		echo "shared by hostfs" >"$uextra/note"
+		out=$work/vm-run-uml.txt
+		rc=0
+		KDIR=$uml make -s -C "$KSTLS_ROOT" vm-run VM_EXTRA="$uextra" \
+			CMD='grep -m1 vendor_id /proc/cpuinfo; ls /dev/kstls; cat /mnt/extra/note; touch /mnt/extra/w 2>/dev/null || echo read-only' \
+			>"$out" 2>"$work/vm-run-uml.err" || rc=$?
+		tr -d '\r' <"$out" >"$out.clean"
+		why=
+		[ "$rc" = 0 ] || why="make vm-run exited with $rc. "
+		grep -q 'User Mode Linux' "$out.clean" || why+="The guest is not User-Mode Linux. "
+		has /dev/kstls || why+="/dev/kstls is missing: the UML kstls.ko did not load. "
+		has "shared by hostfs" || why+="VM_EXTRA was not mounted at /mnt/extra. "
+		has read-only && [ ! -e "$uextra/w" ] || why+="The guest could write into VM_EXTRA. "
+		tap "vm-run: KDIR of a UML build boots UML with its kstls.ko and a read-only VM_EXTRA" "$why" \
+			"$out.clean" "$work/vm-run-uml.err"
+	else
+		tap "vm-run: KDIR of a UML build boots UML with its kstls.ko and a read-only VM_EXTRA" \
+			"The uml kernel is not built (scripts/kernel.sh build uml; check.sh builds it). "
+	fi
 fi
 
 tap_totals
