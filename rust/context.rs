@@ -315,32 +315,62 @@ impl Context {
         if offset >= memsz as u64 {
             return Err(EINVAL);
         }
-        // The hit, the strict path's common case: one lookup of the thread's table, which has
-        // the block; only counters change.
-        if let Some(t) = inner.threads.get_mut(pid).filter(|t| t.is(task)) {
-            if let Some(b) = t.block_mut(index) {
-                b.lookups += 1;
-                let block = b.addr;
-                t.lookups += 1;
-                if let Some(m) = inner.registry.by_index_mut(index) {
-                    m.lookups += 1;
-                }
-                let totals = &mut inner.totals;
-                totals.lookups += 1;
-                if strict {
-                    totals.traps += 1;
-                }
-                if let (Some(c), Some(tp)) = (self.cache.as_ref(), tp) {
-                    if fill_cache(c, &mut inner.budget, t, task, tp, module, index, block) {
-                        totals.fills += 1;
-                    }
-                }
-                self.summary.publish_totals(totals);
-                // Cannot overflow: `offset < memsz` and the block lies inside a mapping.
-                return Ok((block + offset as usize) as u64);
+        // A lookup that hits changes only counters; a new thread's table or a first touch is a
+        // change, made first.
+        let hit =
+            matches!(inner.threads.get(pid), Some(t) if t.is(task) && t.block(index).is_some());
+        let change = if hit {
+            None
+        } else {
+            Some(self.make_block(inner, &owner, task, pid, index, memsz)?)
+        };
+        let Inner {
+            registry,
+            threads,
+            budget,
+            totals,
+            ..
+        } = inner;
+        let t = threads.get_mut(pid).ok_or(EINVAL)?;
+        let b = t.block_mut(index).ok_or(EINVAL)?;
+        b.lookups += 1;
+        let block = b.addr;
+        t.lookups += 1;
+        if let Some(m) = registry.by_index_mut(index) {
+            m.lookups += 1;
+        }
+        totals.lookups += 1;
+        if strict {
+            totals.traps += 1;
+        }
+        if let (Some(c), Some(tp)) = (self.cache.as_ref(), tp) {
+            if fill_cache(c, budget, t, task, tp, module, index, block) {
+                totals.fills += 1;
             }
         }
-        // Else a new thread's table, or a first touch: a change.
+        match change {
+            Some(change) => {
+                change.finish(&g);
+                self.publish(&g);
+            }
+            None => self.summary.publish_totals(&g.totals),
+        }
+        // Cannot overflow: `offset < memsz` and the block lies inside a mapping.
+        Ok((block + offset as usize) as u64)
+    }
+
+    /// The change `get_addr` makes when the calling thread `task` (tid `pid`) has no table yet
+    /// or no block of the module at `index` (`memsz` bytes): the table, the block allocated and
+    /// initialised. The caller finishes the returned change; a failure drops it.
+    fn make_block(
+        &self,
+        inner: &mut Inner,
+        owner: &OwnerMm<'_>,
+        task: &Task,
+        pid: Pid,
+        index: u32,
+        memsz: usize,
+    ) -> Result<Change<'_>> {
         let change = self.change(inner)?;
         inner.threads.enter(
             task,
@@ -360,39 +390,17 @@ impl Context {
             totals,
         } = inner;
         let t = threads.get_mut(pid).ok_or(EINVAL)?;
-        let m = registry.by_index_mut(index).ok_or(EINVAL)?;
-
-        let block = match t.block(index) {
-            Some(b) => b.addr,
-            None => {
-                t.reserve(index, budget)?;
-                let addr = m
-                    .storage
-                    .first_touch(&m.layout, &m.image, &mut t.row, rows, budget, &owner)?;
-                t.set(index, addr, memsz);
-                m.allocs += 1;
-                totals.allocs += 1;
-                addr
-            }
-        };
-        if let Some(b) = t.block_mut(index) {
-            b.lookups += 1;
+        if t.block(index).is_none() {
+            let m = registry.by_index_mut(index).ok_or(EINVAL)?;
+            t.reserve(index, budget)?;
+            let addr = m
+                .storage
+                .first_touch(&m.layout, &m.image, &mut t.row, rows, budget, owner)?;
+            t.set(index, addr, memsz);
+            m.allocs += 1;
+            totals.allocs += 1;
         }
-        t.lookups += 1;
-        m.lookups += 1;
-        totals.lookups += 1;
-        if strict {
-            totals.traps += 1;
-        }
-        if let (Some(c), Some(tp)) = (self.cache.as_ref(), tp) {
-            if fill_cache(c, budget, t, task, tp, module, index, block) {
-                totals.fills += 1;
-            }
-        }
-        change.finish(&g);
-        self.publish(&g);
-        // Cannot overflow: `offset < memsz` and the block lies inside a mapping.
-        Ok((block + offset as usize) as u64)
+        Ok(change)
     }
 
     /// `KSTLS_IOC_ADOPT`: takes over, in a forked child, what its forking thread had in `parent`
