@@ -90,9 +90,9 @@ kill_session() {
 	done
 }
 
-# Each test binary ($VM_ONLY, or every *_test) runs from its directory in a session of its own, killed after the time limit;
-# whatever it leaves behind (a forked test that outlived the harness) is killed with the session
-# so that it cannot keep a module busy. "timeout" on the end marker tells a binary killed by the
+# Each test binary ($VM_ONLY, or every *_test) runs from its directory in a session of its own,
+# killed after the time limit; whatever it leaves behind (a forked test that outlived the
+# harness) is killed with the session so that it cannot keep a module busy. "timeout" on the end marker tells a binary killed by the
 # limit from one that died of its own signal.
 run_tests() {
 	cd "$VM_TESTDIR" 2>/dev/null || return

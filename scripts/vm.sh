@@ -27,9 +27,10 @@
 # kernel, which must have been built; a UML build boots UML), VM_TEST_TIMEOUT (limit per test
 # binary in the guest, default 120 s).
 #
-# The guest sees the kstls.ko built for KDIR (scripts/lib.sh, module_ko) at /kstls/kstls.ko, a copy of build/ at /kstls/build (without
-# build/guest and cargo's incremental caches), the host's glibc loader and core libraries and
-# musl's loader, so dynamically linked test programs run. Its /init is scripts/guest-init.sh.
+# The guest sees the kstls.ko built for KDIR (scripts/lib.sh, module_ko) at /kstls/kstls.ko, a
+# copy of build/ at /kstls/build (without build/guest, build/module and cargo's incremental
+# caches), the host's glibc loader and core libraries and musl's loader, so dynamically linked
+# test programs run. Its /init is scripts/guest-init.sh.
 # While the guest runs, the job's output (from the run-begin marker to the exit marker or the
 # kernel log dump) is shown on stdout; the whole serial log, with the kernel log dump at its
 # end, is kept for scripts/results.py. `check` exits 0 when the guest got to the end, whatever
