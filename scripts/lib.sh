@@ -68,15 +68,15 @@ kdir_flavour() {
 # build/module/FLAVOUR/ for the project's prod and uml kernels, so that they never overwrite the
 # test kernel's; the checkout's top directory for the test kernel and for a KDIR of the user's.
 module_ko() {
-	local k
+	local k f
 	k=$(realpath -m "$1")
-	if [ "$k" = "$(realpath -m "$(kbuild_dir prod 2>/dev/null || echo /nonexistent)")" ]; then
-		echo "$KSTLS_ROOT/build/module/prod/kstls.ko"
-	elif [ "$k" = "$(realpath -m "$(kbuild_dir uml 2>/dev/null || echo /nonexistent)")" ]; then
-		echo "$KSTLS_ROOT/build/module/uml/kstls.ko"
-	else
-		echo "$KSTLS_ROOT/kstls.ko"
-	fi
+	for f in prod uml; do
+		if [ "$k" = "$(realpath -m "$(kbuild_dir "$f" 2>/dev/null || echo /nonexistent)")" ]; then
+			echo "$KSTLS_ROOT/build/module/$f/kstls.ko"
+			return
+		fi
+	done
+	echo "$KSTLS_ROOT/kstls.ko"
 }
 
 # copy_module_sources DIR: the module's sources into DIR, as a source package holds them: the
