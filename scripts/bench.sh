@@ -45,10 +45,8 @@ python3 -c 'import matplotlib' 2>/dev/null ||
 	die "python3-matplotlib is missing (for scaling.png): run scripts/setup.sh"
 
 # The two kernels, kstls.ko for each, and bench/ with its kernel module for the syscall set.
-"$KSTLS_ROOT/scripts/kernel.sh" build prod >/dev/null
-"$KSTLS_ROOT/scripts/kernel.sh" build uml >/dev/null
-kdir_prod=$("$KSTLS_ROOT/scripts/kernel.sh" dir prod)
-kdir_uml=$("$KSTLS_ROOT/scripts/kernel.sh" dir uml)
+kdir_prod=$("$KSTLS_ROOT/scripts/kernel.sh" build prod)
+kdir_uml=$("$KSTLS_ROOT/scripts/kernel.sh" build uml)
 make -C "$KSTLS_ROOT" -s modules KDIR="$kdir_prod"
 make -C "$KSTLS_ROOT" -s modules KDIR="$kdir_uml"
 make -C "$KSTLS_ROOT/bench" -s KDIR="$kdir_prod" KMOD_OUT="$out/kmod-prod"
