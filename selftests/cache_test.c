@@ -188,11 +188,19 @@ TEST_F(cache, reused_thread_pointer_never_hits_the_dead_threads_entry)
 	ASSERT_EQ(0, kstls_fdinfo_value(self->fd, "cached-threads"));
 	/*
 	 * INFO reclaims the tables of the joined threads, the last one included (reading fdinfo
-	 * changes nothing: it shows what the last command left).
+	 * changes nothing: it shows what the last command left). pthread_join returns when the
+	 * kernel clears the thread's tid, in exit_mm before the task leaves the address space, so
+	 * the last thread may not be gone yet for a moment: INFO is asked again, for up to a
+	 * second (seen under User-Mode Linux, whose exits are slow).
 	 */
 	struct kstls_info info;
 
-	ASSERT_EQ(0, kstls_info_get(self->fd, &info));
+	for (int i = 0; i < 200; i++) {
+		ASSERT_EQ(0, kstls_info_get(self->fd, &info));
+		if (kstls_fdinfo_value(self->fd, "\nthreads") == threads0)
+			break;
+		usleep(5000);
+	}
 	ASSERT_EQ(threads0, kstls_fdinfo_value(self->fd, "\nthreads"));
 	ASSERT_EQ(exits0 + 200, kstls_fdinfo_value(self->fd, "thread-exits"));
 }
