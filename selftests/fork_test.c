@@ -3,13 +3,17 @@
  * fork_test.c - a forked child adopts exactly what its forking thread had at fork(), never a
  * later state of the parent, or ADOPT fails with a clear errno (ESTALE); only a child forked
  * from the context may adopt it (EPERM for one forked before the context existed, or one that
- * has exec'd, even with the fd passed through SCM_RIGHTS); and a vfork child that touched TLS
- * and then exec'd is forgotten before its parent resumes, so the parent's fast path never
- * answers the child's blocks.
+ * has exec'd, even with the fd passed through SCM_RIGHTS); an ADOPT that fails keeps no charge,
+ * and one that a parent's change stalled on a user fault would hold up does not sleep where a
+ * signal cannot end it; and a vfork child that touched TLS and then exec'd is forgotten before
+ * its parent resumes, so the parent's fast path never answers the child's blocks.
  *
  * Children report through their exit status: 0 is success, any other value names the check
  * that failed (printed on a "#" line).
  */
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -358,6 +362,271 @@ TEST(vfork_exec_child_is_forgotten)
 	hit = cache_lookup(cache, thread_pointer(), id, 0);
 	EXPECT_TRUE(hit == 0 || hit == (uintptr_t)mine) TH_LOG("fast path %#lx, block %p", hit, mine);
 	munmap(cache, info.cache_size);
+	close(fd);
+}
+
+/* Modules whose images make an adopted state big: a charge left behind shows in KiB. */
+#define NR_HEAVY 4
+#define HEAVY_IMAGE (32 << 10)
+#define RACE_TRIALS 24
+
+struct racer {
+	int fd, parent_fd, ret;
+	pthread_barrier_t *start;
+};
+
+static void *race_adopt(void *arg)
+{
+	struct racer *r = arg;
+
+	pthread_barrier_wait(r->start);
+	r->ret = adopt(r->fd, r->parent_fd);
+	return NULL;
+}
+
+/* The context's own charge, as fdinfo shows it. */
+static long kernel_bytes(int fd)
+{
+	return kstls_fdinfo_value(fd, "kernel-bytes");
+}
+
+static long user_kbytes(int fd)
+{
+	struct kstls_info info;
+
+	return kstls_info_get(fd, &info) ? -1 : (long)info.user_kbytes;
+}
+
+/*
+ * The child's side of a_failed_adopt_keeps_no_charge: two threads adopt the fork at once, each
+ * into a fresh context of its own; the one that loses must be left exactly as fresh as a context
+ * nothing tried to adopt into, before it is closed: its own charge (fdinfo) that of a fresh
+ * context, and what closing it gives back to the user's quota (INFO) no more than that.
+ */
+static void child_races_two_adopts(int parent_fd)
+{
+	int fresh = kstls_open(), late = kstls_open();
+	struct racer r[2];
+	pthread_barrier_t start;
+	pthread_t t[2];
+	long fresh_bytes, loser_bytes, before, after, slack;
+	int loser;
+
+	CHILD_CHECK(fresh >= 0 && late >= 0, 40, "open: %s", strerror(errno));
+	fresh_bytes = kernel_bytes(fresh);
+	CHILD_CHECK(fresh_bytes > 0, 41, "no kernel-bytes in fdinfo");
+	pthread_barrier_init(&start, NULL, 2);
+	for (int i = 0; i < 2; i++) {
+		r[i] = (struct racer){ .fd = kstls_open(), .parent_fd = parent_fd, .start = &start };
+		CHILD_CHECK(r[i].fd >= 0, 40, "open: %s", strerror(errno));
+		CHILD_CHECK(kernel_bytes(r[i].fd) == fresh_bytes, 42,
+			    "two fresh contexts keep %ld and %ld bytes", kernel_bytes(r[i].fd),
+			    fresh_bytes);
+	}
+	for (int i = 0; i < 2; i++)
+		CHILD_CHECK(!pthread_create(&t[i], NULL, race_adopt, &r[i]), 43, "pthread_create");
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	CHILD_CHECK((!r[0].ret && r[1].ret == -EPERM) || (r[0].ret == -EPERM && !r[1].ret), 44,
+		    "two ADOPTs of one fork: %s and %s", strerror(-r[0].ret), strerror(-r[1].ret));
+	loser = r[0].ret ? 0 : 1;
+	/* Before it is closed: a failed ADOPT keeps nothing. */
+	loser_bytes = kernel_bytes(r[loser].fd);
+	before = user_kbytes(r[loser].fd);
+	close(r[loser].fd);
+	after = user_kbytes(fresh);
+	/* What closing it gave back: a fresh context's bytes, rounded up to KiB either way. */
+	slack = (fresh_bytes + 1023) / 1024 + 1;
+	CHILD_CHECK(loser_bytes == fresh_bytes && before - after <= slack, 45,
+		    "the context whose ADOPT failed (%s) keeps %ld bytes, a fresh one %ld; "
+		    "closing it gave back %ld KiB to the user's quota (at most %ld expected)",
+		    strerror(-r[loser].ret), loser_bytes, fresh_bytes, before - after, slack);
+	/* The same, one after the other: the fork is adopted already. */
+	CHILD_CHECK(adopt(late, parent_fd) == -EPERM, 46, "a second ADOPT of the fork");
+	CHILD_CHECK(kernel_bytes(late) == fresh_bytes, 47,
+		    "the context of a late ADOPT keeps %ld bytes, a fresh one %ld",
+		    kernel_bytes(late), fresh_bytes);
+	_exit(0);
+}
+
+/*
+ * A failed ADOPT leaves nothing charged: two threads of a child adopt its fork at the same time,
+ * each into a fresh context; one wins, the other gets EPERM, and that context must keep only
+ * what a fresh context keeps, at once, not until it is closed. Half of the forks are adopted
+ * from a snapshot (the parent changed after the fork), half from the parent's state.
+ */
+TEST_F(fork, a_failed_adopt_keeps_no_charge)
+{
+	static char heavy[HEAVY_IMAGE];
+	int failed = 0;
+	__u64 id;
+
+	memset(heavy, 'h', sizeof(heavy));
+	for (int i = 0; i < NR_HEAVY; i++)
+		ASSERT_EQ(0, kstls_reg(self->fd, heavy, sizeof(heavy), sizeof(heavy), 16, 0, NULL));
+	ASSERT_EQ(0, kstls_get(self->fd, self->id1, 0, NULL));
+	for (int trial = 0; trial < RACE_TRIALS; trial++) {
+		pid_t pid = fork();
+		char c;
+		int code;
+
+		ASSERT_LE(0, pid);
+		if (pid == 0) {
+			CHILD_CHECK(read(self->go[0], &c, 1) == 1, 10, "no word from parent");
+			child_races_two_adopts(self->fd);
+		}
+		if (trial & 1) {
+			ASSERT_EQ(0, kstls_reg(self->fd, image2, sizeof(image2), 64, 16, 0, &id));
+			ASSERT_EQ(0, kstls_unreg(self->fd, id));
+		}
+		ASSERT_EQ(1, write(self->go[1], "g", 1));
+		code = wait_exit_code(pid);
+		if (code) {
+			ksft_print_msg("trial %d (%s): the child failed check %d\n", trial,
+				       trial & 1 ? "snapshot" : "parent's state", code);
+			failed++;
+		}
+	}
+	ksft_print_msg("%d of %d children saw a failed ADOPT keep a charge or another failure\n",
+		       failed, RACE_TRIALS);
+	EXPECT_EQ(0, failed);
+}
+
+/* A process's state letter in /proc/<pid>/stat, or 0. */
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	f = open(path, O_RDONLY);
+	if (f < 0)
+		return 0;
+	n = read(f, buf, sizeof(buf) - 1);
+	close(f);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : 0;
+}
+
+/* Whether @pid is reaped within @ms. */
+static int reaped_within(pid_t pid, int ms, int *status)
+{
+	for (int waited = 0; waited < ms; waited += 10) {
+		if (waitpid(pid, status, WNOHANG) == pid)
+			return 1;
+		usleep(10000);
+	}
+	return 0;
+}
+
+struct toucher {
+	int fd;
+	__u64 id;
+	int ret;
+	char *block;
+};
+
+static void *first_touch(void *arg)
+{
+	struct toucher *t = arg;
+
+	t->ret = kstls_get(t->fd, t->id, 0, (void **)&t->block);
+	return NULL;
+}
+
+#define STALL_BLOCK (8 << 10)
+#define STALL_ARENA (64 << 10)
+
+/*
+ * A child forked while another thread of the parent is in the middle of a change, stalled on a
+ * user fault, cannot sleep uninterruptibly in ADOPT until the fault is resolved: the parent holds
+ * its context's lock across the fault (a first touch copies the .tdata image into the block
+ * with the lock held; userfaultfd holds the block's page), and whatever it ADOPTs then was not
+ * the state at the fork. The child must answer at once, or wait where a signal ends the wait:
+ * after a second it must not be in D state, and SIGKILL must end it while the fault is still
+ * pending.
+ */
+TEST(adopt_behind_a_stalled_change_is_killable)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
+	struct uffdio_zeropage zp = { 0 };
+	struct toucher t = { 0 };
+	struct uffd_msg msg;
+	struct pollfd pf;
+	int uffd, fd, answer[2], status, reaped, answered, ret = 0;
+	pthread_t tt;
+	char state;
+	char *b0;
+	pid_t pid;
+	__u64 id;
+
+	uffd = syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (uffd < 0 && errno == ENOSYS)
+		SKIP(return, "no userfaultfd (CONFIG_USERFAULTFD)");
+	ASSERT_LE(0, uffd) TH_LOG("userfaultfd: %s", strerror(errno));
+	ASSERT_EQ(0, ioctl(uffd, UFFDIO_API, &api));
+	fd = kstls_open();
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, kstls_reg(fd, image1, sizeof(image1), STALL_BLOCK, 4096, 0, &id));
+	/* The first block starts the arena; the next one, carved after it, is never written. */
+	ASSERT_EQ(0, kstls_get(fd, id, 0, (void **)&b0));
+	reg.range.start = (uintptr_t)b0 + STALL_BLOCK;
+	reg.range.len = STALL_ARENA - STALL_BLOCK;
+	ASSERT_EQ(0, ioctl(uffd, UFFDIO_REGISTER, &reg)) TH_LOG("UFFDIO_REGISTER: %s",
+								strerror(errno));
+	t = (struct toucher){ .fd = fd, .id = id };
+	ASSERT_EQ(0, pthread_create(&tt, NULL, first_touch, &t));
+	pf = (struct pollfd){ .fd = uffd, .events = POLLIN };
+	ASSERT_EQ(1, poll(&pf, 1, 10000)) TH_LOG("no fault arrived");
+	ASSERT_EQ(sizeof(msg), read(uffd, &msg, sizeof(msg)));
+	ASSERT_EQ(UFFD_EVENT_PAGEFAULT, msg.event);
+
+	/* Forked while the change is stalled, with the context's lock held. */
+	ASSERT_EQ(0, pipe(answer));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		int own = kstls_open(), r;
+
+		if (own < 0)
+			_exit(10);
+		r = adopt(own, fd);
+		if (write(answer[1], &r, sizeof(r)) != sizeof(r))
+			_exit(11);
+		_exit(0);
+	}
+	close(answer[1]);
+	pf = (struct pollfd){ .fd = answer[0], .events = POLLIN };
+	answered = poll(&pf, 1, 1000) == 1 && read(answer[0], &ret, sizeof(ret)) == sizeof(ret);
+	state = proc_state(pid);
+	ksft_print_msg("a second after the fork: ADOPT %s, the child's state %c\n",
+		       answered ? (ret ? strerror(-ret) : "succeeded") : "not answered",
+		       state ? state : '?');
+	kill(pid, SIGKILL);
+	reaped = reaped_within(pid, 3000, &status);
+	ksft_print_msg("SIGKILL %s the child while the fault is pending\n",
+		       reaped ? "ended" : "did not end");
+
+	/* Resolve the fault: the toucher finishes, and so does the child, whatever it did. */
+	zp.range.start = msg.arg.pagefault.address & ~4095ULL;
+	zp.range.len = 4096;
+	ASSERT_EQ(0, ioctl(uffd, UFFDIO_ZEROPAGE, &zp));
+	ASSERT_EQ(0, pthread_join(tt, NULL));
+	if (!reaped)
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	close(uffd);
+	close(answer[0]);
+
+	EXPECT_EQ(0, t.ret);
+	EXPECT_NE('D', state) TH_LOG("the child sleeps uninterruptibly in ADOPT behind the parent's fault");
+	EXPECT_TRUE(reaped) TH_LOG("SIGKILL did not end the child's ADOPT while the fault was pending");
+	if (answered)
+		EXPECT_TRUE(ret == 0 || ret == -ESTALE) TH_LOG("ADOPT: %s", strerror(-ret));
 	close(fd);
 }
 
