@@ -590,6 +590,9 @@ TEST_F(scratch, help)
 
 #define FUZZ_RUNS 60
 #define FUZZ_SECONDS 90
+/* Room for a message that names a 128 KiB argument, whole. */
+#define FUZZ_OUT (1 << 19)
+static char fout[FUZZ_OUT];
 
 /* xorshift64*: the same sequence for a seed on every machine. */
 static unsigned long long fuzz_state;
@@ -602,6 +605,9 @@ static unsigned int fuzz_next(unsigned int n)
 	return (unsigned int)((fuzz_state * 2685821657736338717ULL) >> 33) % n;
 }
 
+/* One element of the array @a, at random. */
+#define PICK(a) a[fuzz_next(sizeof(a) / sizeof(a[0]))]
+
 TEST_F_TIMEOUT(scratch, random_argument_vectors, FUZZ_SECONDS + SLOW)
 {
 	const char *seed_env = getenv("KSTLS_RUN_ARGS_SEED");
@@ -609,13 +615,16 @@ TEST_F_TIMEOUT(scratch, random_argument_vectors, FUZZ_SECONDS + SLOW)
 	char *long_name = repeat("x", 5000, ""), *dots = repeat("./", 2100, "s");
 	char *dots_prog = repeat("./", 2100, COPY), *long_prog = repeat("n", 300, "");
 	char *huge = repeat("x", 120000, "");
-	const char *opts[] = { "--strict", "--stats", "--stats=-", "--stats=", "--stats=f.txt",
-			       "--stats=dir", "--stats=nodir/f", cat("--stats=", long_name),
-			       cat("--stats=", dots), "--stats=./-", "--bogus", "-x", "--", "-",
-			       "--help", "-h", "--stats=sub/../g.txt", cat("--stats=", huge) };
-	const char *progs[] = { self->copy, COPY, "./" COPY, "kstls-no-such-program", "./dir",
-				"./noexec", "noexec", long_prog, dots_prog, PROG("static_prog"), "",
-				"-", "--strict", "dir" };
+	/* Half of the draws from what works, half from what does not. */
+	const char *good_opts[] = { "--strict", "--stats", "--stats=-", "--stats=f.txt",
+				    "--stats=./-", "--stats=sub/../g.txt", "--" };
+	const char *bad_opts[] = { "--stats=", "--stats=dir", "--stats=nodir/f",
+				   cat("--stats=", long_name), cat("--stats=", dots),
+				   cat("--stats=", huge), "--bogus", "-x", "-", "--help", "-h" };
+	const char *good_progs[] = { self->copy, COPY, "./" COPY };
+	const char *bad_progs[] = { "kstls-no-such-program", "./dir", "./noexec", "noexec",
+				    long_prog, dots_prog, PROG("static_prog"), "", "-", "--strict",
+				    "dir" };
 	const char *args[] = { "a", "--strict", "--", "", "--stats=q", long_name };
 	char *paths[] = { "PATH=:/nonexistent", "PATH=/nonexistent", "PATH", "PATH=.:", "PATH=" };
 	int runs = 0, ran = 0, bad = 0;
@@ -632,28 +641,28 @@ TEST_F_TIMEOUT(scratch, random_argument_vectors, FUZZ_SECONDS + SLOW)
 
 		argv[argc++] = (char *)KSTLS_RUN;
 		for (int n = fuzz_next(4); n > 0; n--)
-			argv[argc++] = (char *)opts[fuzz_next(sizeof(opts) / sizeof(opts[0]))];
+			argv[argc++] = (char *)(fuzz_next(2) ? PICK(good_opts) : PICK(bad_opts));
 		if (fuzz_next(10))
-			argv[argc++] = (char *)progs[fuzz_next(sizeof(progs) / sizeof(progs[0]))];
+			argv[argc++] = (char *)(fuzz_next(2) ? PICK(good_progs) : PICK(bad_progs));
 		for (int n = fuzz_next(4); n > 0; n--)
 			argv[argc++] = (char *)args[fuzz_next(sizeof(args) / sizeof(args[0]))];
 		argv[argc] = NULL;
-		status = run_cmd(argv, env, out, sizeof(out));
+		status = run_cmd(argv, env, fout, FUZZ_OUT);
 		runs++;
-		if (status == 0 && strstr(out, HELLO)) {
+		if (status == 0 && strstr(fout, HELLO)) {
 			ran++;
 			continue;
 		}
 		/* Not run: a message (or --help's usage, with status 0) and no signal. */
-		if (status >= 0 && status < 128 && !strstr(out, HELLO) &&
-		    (strstr(out, "kstls-run: ") || strstr(out, USAGE)) &&
-		    (status || !strncmp(out, USAGE, strlen(USAGE))))
+		if (status >= 0 && status < 128 && !strstr(fout, HELLO) &&
+		    (strstr(fout, "kstls-run: ") || strstr(fout, USAGE)) &&
+		    (status || !strncmp(fout, USAGE, strlen(USAGE))))
 			continue;
 		ksft_print_msg("run %d: status %d with %s:\n", runs, status, env[0]);
 		for (int i = 1; i < argc; i++)
 			ksft_print_msg("  argv[%d] = '%.80s'%s (%zu bytes)\n", i, argv[i],
 				       strlen(argv[i]) > 80 ? "..." : "", strlen(argv[i]));
-		show(out);
+		show(fout);
 		bad++;
 		break;
 	}
