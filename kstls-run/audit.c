@@ -27,7 +27,7 @@
  * KSTLS_RUN_STATS=- (stderr) or a file name (appended to: a forked child reports too).
  */
 #include <errno.h>
-#include <limits.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "path.h"
 
 /* _dl_fini has begun (the executable was closed): modules are no longer released. */
 static int exiting;
@@ -76,12 +77,11 @@ unsigned int la_objopen(struct link_map *map, Lmid_t lmid, uintptr_t *cookie)
 	m->is_main = !seen_main && lmid == LM_ID_BASE && (!map->l_name || !map->l_name[0]);
 	seen_main = 1;
 	if (m->is_main) {
-		/* glibc names the executable "". */
-		char exe[PATH_MAX];
-		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-
-		exe[n > 0 ? n : 0] = '\0';
-		m->name = strdup(exe);
+		/* glibc names the executable "": its path, if the kernel can say it (not when it
+		 * is longer than PATH_MAX). */
+		m->name = path_readlink("/proc/self/exe");
+		if (!m->name)
+			m->name = strdup("");
 	} else {
 		m->name = strdup(map->l_name ? map->l_name : "");
 	}
@@ -181,6 +181,7 @@ static void report(FILE *f)
 __attribute__((destructor)) static void print_stats(void)
 {
 	FILE *f;
+	int fd;
 
 	if (!cfg.stats)
 		return;
@@ -190,8 +191,12 @@ __attribute__((destructor)) static void print_stats(void)
 		fflush(stderr);
 		return;
 	}
-	f = fopen(cfg.stats, "ae");
+	/* kstls-run made the name absolute, perhaps longer than PATH_MAX. */
+	fd = path_open(cfg.stats, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	f = fd < 0 ? NULL : fdopen(fd, "a");
 	if (!f) {
+		if (fd >= 0)
+			close(fd);
 		note("--stats=%s: %s", cfg.stats, strerror(errno));
 		return;
 	}

@@ -17,6 +17,10 @@
  *
  * Exit status: PROG's; 2 for a usage error; 1 when kstls-run refuses (the message says why);
  * 126 when PROG cannot be executed, 127 when it is not found.
+ *
+ * No name has a buffer of a fixed size here: PROG, its PATH candidates, this program's own
+ * path and the --stats file are as long as the kernel takes them (path.c opens the --stats file
+ * by a name longer than PATH_MAX, as its absolute name from a deep working directory is).
  */
 #include <elf.h>
 #include <errno.h>
@@ -30,6 +34,8 @@
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+
+#include "path.h"
 
 #define AUDIT_LIB "libkstls-audit.so"
 #define DEVICE "/dev/kstls"
@@ -52,26 +58,66 @@ static void __attribute__((noreturn, format(printf, 2, 3))) fail(int status, con
 	exit(status);
 }
 
-/* PROG as execv will find it: a name with a slash as it is, else the first executable regular
- * file of that name in PATH. */
+static void *xmalloc(size_t n)
+{
+	void *p = malloc(n);
+
+	if (!p)
+		fail(1, "out of memory");
+	return p;
+}
+
+/* The first @n bytes of @dir, a slash unless they end with one, and @name, in a new string. */
+static char *path_join(const char *dir, size_t n, const char *name)
+{
+	size_t slash = n && dir[n - 1] != '/', len = strlen(name);
+	char *r;
+
+	if (n > SIZE_MAX - slash - len - 1)
+		fail(1, "out of memory");
+	r = xmalloc(n + slash + len + 1);
+	memcpy(r, dir, n);
+	memcpy(r + n, "/", slash);
+	memcpy(r + n + slash, name, len + 1);
+	return r;
+}
+
+/*
+ * PROG as execvp(3) finds it: a name with a slash as it is, else the first executable regular
+ * file of that name in PATH (/usr/local/bin:/usr/bin:/bin when PATH is unset), where an empty
+ * element (leading, trailing, "::", or all of an empty PATH) is the current directory.
+ * Directories, missing files and names too long for the kernel are passed over; a regular file
+ * without execute permission too, but when nothing follows it the first such is the answer,
+ * 126 "Permission denied", as for execvp.
+ */
 static char *find_program(const char *prog)
 {
-	const char *path = getenv("PATH");
-	static char buf[PATH_MAX];
+	const char *path = getenv("PATH"), *p, *e;
+	char *denied = NULL;
 
 	if (strchr(prog, '/'))
 		return (char *)prog;
 	if (!path)
 		path = "/usr/local/bin:/usr/bin:/bin";
-	while (*path) {
-		size_t n = strcspn(path, ":");
+	for (p = path;; p = e + 1) {
 		struct stat st;
+		char *cand;
 
-		snprintf(buf, sizeof(buf), "%.*s%s%s", (int)n, n ? path : ".", "/", prog);
-		if (!stat(buf, &st) && S_ISREG(st.st_mode) && !access(buf, X_OK))
-			return buf;
-		path += n + (path[n] == ':');
+		e = strchrnul(p, ':');
+		cand = e > p ? path_join(p, e - p, prog) : path_join(".", 1, prog);
+		if (!stat(cand, &st) && S_ISREG(st.st_mode)) {
+			if (!access(cand, X_OK))
+				return cand;
+			if (!denied)
+				denied = cand;
+		}
+		if (cand != denied)
+			free(cand);
+		if (!*e)
+			break;
 	}
+	if (denied)
+		fail(126, "%s: %s", denied, strerror(EACCES));
 	fail(127, "%s: command not found in PATH", prog);
 }
 
@@ -98,12 +144,15 @@ static const char *secure_exec(const char *path, const struct stat *st, char *bu
 }
 
 /*
- * Checks that @path (PROG, or the interpreter of the script PROG, @depth 1) can be served:
- * exits with a message if not.
+ * Checks that @path (PROG, or the interpreter of the script PROG, @depth 1) can be executed and
+ * served: exits with a message if not. Executability is checked here, not left to execv, so
+ * that a refused PROG leaves the --stats file alone.
  */
 static void check_program(const char *prog, const char *path, int depth)
 {
-	char head[256], interp[PATH_MAX], why[96];
+	/* The first 256 bytes, as much as the kernel reads of a script for its #! line
+	 * (BINPRM_BUF_SIZE): an interpreter named past them is not one execve runs either. */
+	char head[256], *interp = NULL, why[96];
 	const char *sec;
 	Elf64_Ehdr eh;
 	struct stat st;
@@ -112,8 +161,14 @@ static void check_program(const char *prog, const char *path, int depth)
 
 	if (fd < 0)
 		fail(errno == ENOENT ? 127 : 126, "%s: %s", path, strerror(errno));
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode))
+	if (fstat(fd, &st))
+		fail(126, "%s: %s", path, strerror(errno));
+	if (S_ISDIR(st.st_mode))
+		fail(126, "%s: %s", path, strerror(EISDIR));
+	if (!S_ISREG(st.st_mode))
 		fail(126, "%s: not a regular file", path);
+	if (faccessat(AT_FDCWD, path, X_OK, AT_EACCESS))
+		fail(126, "%s: %s", path, strerror(errno));
 	if ((sec = secure_exec(path, &st, why, sizeof(why))))
 		fail(1, "%s: %s: the dynamic linker ignores LD_AUDIT in secure-execution mode, so "
 		     "kstls-run cannot serve it", path, sec);
@@ -142,7 +197,6 @@ static void check_program(const char *prog, const char *path, int depth)
 		fail(1, "%s: not an x86-64 program", path);
 	if (eh.e_type != ET_EXEC && eh.e_type != ET_DYN)
 		fail(1, "%s: not an executable", path);
-	interp[0] = '\0';
 	for (int i = 0; i < eh.e_phnum; i++) {
 		Elf64_Phdr ph;
 
@@ -150,13 +204,18 @@ static void check_program(const char *prog, const char *path, int depth)
 			fail(1, "%s: truncated program headers", path);
 		if (ph.p_type != PT_INTERP)
 			continue;
-		if (ph.p_filesz >= sizeof(interp) ||
-		    pread(fd, interp, ph.p_filesz, ph.p_offset) != (ssize_t)ph.p_filesz)
+		/* The kernel takes a PT_INTERP of 2 to PATH_MAX bytes (load_elf_binary). */
+		free(interp);
+		interp = NULL;
+		if (ph.p_filesz < 2 || ph.p_filesz > PATH_MAX)
+			fail(1, "%s: unreadable PT_INTERP", path);
+		interp = xmalloc(ph.p_filesz + 1);
+		if (pread(fd, interp, ph.p_filesz, ph.p_offset) != (ssize_t)ph.p_filesz)
 			fail(1, "%s: unreadable PT_INTERP", path);
 		interp[ph.p_filesz] = '\0';
 	}
 	close(fd);
-	if (!interp[0])
+	if (!interp || !interp[0])
 		fail(1, "%s: a static program: it has no dynamic linker, hence no LD_AUDIT, and "
 		     "kstls-run cannot serve its TLS (link it with libkstls.a instead)", path);
 	if (strstr(interp, "ld-musl"))
@@ -166,6 +225,7 @@ static void check_program(const char *prog, const char *path, int depth)
 	if (!strstr(interp, "ld-linux"))
 		fail(1, "%s: its dynamic linker %s is not glibc's, and kstls-run needs glibc's "
 		     "LD_AUDIT", path, interp);
+	free(interp);
 }
 
 static void check_device(void)
@@ -185,44 +245,53 @@ static void check_device(void)
 /* libkstls-audit.so next to this program (the build tree) or in ../lib/kstls/ (installed). */
 static const char *find_audit_lib(void)
 {
-	static char self[PATH_MAX], lib[PATH_MAX + 64];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	char *slash;
+	char *self = path_readlink("/proc/self/exe"), *lib;
+	size_t dir;
 
-	if (n <= 0)
-		fail(1, "/proc/self/exe: %s: cannot find %s", n ? strerror(errno) : "empty",
+	if (!self || self[0] != '/')
+		fail(1, "/proc/self/exe: %s: cannot find %s", self ? "not absolute" : strerror(errno),
 		     AUDIT_LIB);
-	self[n] = '\0';
-	slash = strrchr(self, '/');
-	*slash = '\0';
-	snprintf(lib, sizeof(lib), "%s/%s", self, AUDIT_LIB);
+	dir = strrchr(self, '/') - self;
+	lib = path_join(self, dir, AUDIT_LIB);
 	if (access(lib, R_OK)) {
-		snprintf(lib, sizeof(lib), "%s/../lib/kstls/%s", self, AUDIT_LIB);
-		if (access(lib, R_OK))
-			fail(1, "the audit library %s is missing: neither %s/%s nor %s exists", AUDIT_LIB,
-			     self, AUDIT_LIB, lib);
+		char *inst = path_join(self, dir, "../lib/kstls/" AUDIT_LIB);
+
+		if (access(inst, R_OK))
+			fail(1, "the audit library %s is missing: neither %s nor %s exists", AUDIT_LIB,
+			     lib, inst);
+		free(lib);
+		lib = inst;
 	}
+	free(self);
 	if (strchr(lib, ':'))
 		fail(1, "%s: a ':' in the path, which LD_AUDIT would split", lib);
 	return lib;
 }
 
-/* --stats=FILE: started empty now (the program and its forked children append), named by an
- * absolute path so that a chdir in the program does not matter. */
+/*
+ * --stats=FILE: started empty now (the program and its forked children append), named by an
+ * absolute path so that a chdir in the program does not matter. A relative FILE is relative to
+ * the working directory now, however deep that is: the absolute name may be longer than
+ * PATH_MAX, and path_open opens it all the same, here and in the audit library. FILE itself is
+ * held to what the kernel takes (shorter than PATH_MAX).
+ */
 static const char *stats_file(const char *file)
 {
-	static char abs[PATH_MAX + 1];
+	char *abs, *cwd;
 	int fd;
 
-	if (!*file)
-		fail(2, "--stats= needs a file name");
-	if (file[0] == '/')
-		snprintf(abs, sizeof(abs), "%s", file);
-	else if (getcwd(abs, PATH_MAX - 1 - strlen(file)))
-		strcat(strcat(abs, "/"), file);
-	else
-		fail(1, "--stats=%s: getcwd: %s", file, strerror(errno));
-	fd = open(abs, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (strlen(file) >= PATH_MAX)
+		fail(1, "--stats=%s: %s", file, strerror(ENAMETOOLONG));
+	if (file[0] == '/') {
+		abs = (char *)file;
+	} else {
+		cwd = getcwd(NULL, 0);
+		if (!cwd)
+			fail(1, "--stats=%s: getcwd: %s", file, strerror(errno));
+		abs = path_join(cwd, strlen(cwd), file);
+		free(cwd);
+	}
+	fd = path_open(abs, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		fail(1, "--stats=%s: %s", file, strerror(errno));
 	close(fd);
@@ -235,7 +304,8 @@ int main(int argc, char **argv)
 	char *path, *audit;
 	int strict = 0, i;
 
-	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+	/* Options up to PROG, the first argument that is not one ("-" is not), or up to "--". */
+	for (i = 1; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
 		if (!strcmp(argv[i], "--")) {
 			i++;
 			break;
@@ -244,7 +314,10 @@ int main(int argc, char **argv)
 		} else if (!strcmp(argv[i], "--stats")) {
 			stats = "-";
 		} else if (!strncmp(argv[i], "--stats=", 8)) {
-			stats = !strcmp(argv[i] + 8, "-") ? "-" : argv[i] + 8;
+			/* The last --stats counts. */
+			stats = argv[i] + 8;
+			if (!*stats)
+				fail(2, "--stats= needs a file name");
 		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 			printf("usage: kstls-run [--strict] [--stats[=FILE]] [--] PROG [ARG...]\n"
 			       "Runs PROG with the dynamic TLS of its shared objects served by /dev/kstls.\n"

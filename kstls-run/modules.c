@@ -39,19 +39,25 @@ void module_forget(struct module *m)
 	free(m);
 }
 
+/* One write of the whole line, however long the names in it, so that the lines of processes
+ * that share stderr do not mix. */
 void note(const char *fmt, ...)
 {
-	char buf[512];
+	static const char oom[] = "kstls-run: out of memory for a message\n";
+	char *msg, *line = NULL;
 	va_list ap;
-	int n;
+	ssize_t w;
 
-	n = snprintf(buf, sizeof(buf), "kstls-run[%d]: ", getpid());
 	va_start(ap, fmt);
-	vsnprintf(buf + n, sizeof(buf) - n - 1, fmt, ap);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
 	va_end(ap);
-	strcat(buf, "\n");
-	if (write(2, buf, strlen(buf)) < 0)
-		return;
+	if (msg && asprintf(&line, "kstls-run[%d]: %s\n", getpid(), msg) < 0)
+		line = NULL;
+	w = line ? write(2, line, strlen(line)) : write(2, oom, sizeof(oom) - 1);
+	(void)w;
+	free(msg);
+	free(line);
 }
 
 const char *module_short_name(const struct module *m)

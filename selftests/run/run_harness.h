@@ -46,8 +46,9 @@ static inline const char *here(const char *rel)
 
 /*
  * Runs @argv (NULL-terminated; argv[0] is the path) with the environment plus @env ("NAME=value"
- * strings, NULL-terminated, may be NULL), stdout and stderr into @out. Returns the exit status,
- * 128 + the signal that killed it, or -1 (could not run, or killed after RUN_TIMEOUT s).
+ * strings, or "NAME" to unset it; NULL-terminated, may be NULL), stdout and stderr into @out.
+ * Returns the exit status, 128 + the signal that killed it, or -1 (could not run, or killed
+ * after RUN_TIMEOUT s).
  */
 static inline int run_cmd(char *const argv[], char *const env[], char *out, size_t len)
 {
@@ -64,8 +65,12 @@ static inline int run_cmd(char *const argv[], char *const env[], char *out, size
 	if (!pid) {
 		dup2(p[1], 1);
 		dup2(p[1], 2);
-		for (int i = 0; env && env[i]; i++)
-			putenv(env[i]);
+		for (int i = 0; env && env[i]; i++) {
+			if (strchr(env[i], '='))
+				putenv(env[i]);
+			else
+				unsetenv(env[i]);
+		}
 		execv(argv[0], argv);
 		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
 		_exit(126);
