@@ -5,8 +5,9 @@
 //!
 //! One `ExitHook` for the module, attached at load and detached at unload, and one global index,
 //! `SLOTS`: an entry (task, cache) -> slot for every cache slot a task holds (`published`, after
-//! `Cache::fill`). The exit probe runs in the exiting task before `exit_mm()` releases the
-//! thread's `clear_child_tid` futex, so the slot is gone before anybody can join the thread and
+//! `Cache::fill`), kept in two trees, by task for the probes and by cache for a cache that goes
+//! (`remove_cache` visits only that cache's entries, however many other caches there are).
+//! The exit probe runs in the exiting task before `exit_mm()` releases the thread's `clear_child_tid` futex, so the slot is gone before anybody can join the thread and
 //! start another on the same stack and thread pointer. The exec probe runs in a task that is
 //! about to leave its address space for a new program, before `exec_mmap()` lets a vfork parent
 //! run again on the same thread pointer. Each looks the task up in `SLOTS` and forgets the slots
@@ -41,13 +42,31 @@ use kernel::{
 use crate::cache::Cache;
 use crate::tracepoint::Probe;
 
-/// The key of an entry: the task's and the cache's addresses (identities only).
+/// The key of an entry: the task's and the cache's addresses (identities only); the same
+/// two swapped in the tree by cache.
 type Key = (usize, usize);
+
+/// The two trees of the index, one entry in each per (task, cache).
+struct Index {
+    /// (task, cache) -> the slot.
+    by_task: RBTree<Key, usize>,
+    /// (cache, task).
+    by_cache: RBTree<Key, ()>,
+}
+
+impl Index {
+    fn new() -> Self {
+        Self {
+            by_task: RBTree::new(),
+            by_cache: RBTree::new(),
+        }
+    }
+}
 
 kernel::sync::global_lock! {
     // SAFETY: `init` is called in the module initialiser, before the probes are registered and
     // before the device exists, so before any other use.
-    unsafe(uninit) static SLOTS: SpinLock<Option<RBTree<Key, usize>>> = None;
+    unsafe(uninit) static SLOTS: SpinLock<Option<Index>> = None;
 }
 
 /// Entries in `SLOTS`: 0 lets the probes return at once.
@@ -68,18 +87,24 @@ pub(crate) fn active() -> bool {
 }
 
 /// Room for one entry of `SLOTS`, allocated before any lock is taken.
-pub(crate) struct Room(RBTreeNodeReservation<Key, usize>);
+pub(crate) struct Room(
+    RBTreeNodeReservation<Key, usize>,
+    RBTreeNodeReservation<Key, ()>,
+);
 
 impl Room {
     pub(crate) fn new() -> Result<Self> {
-        Ok(Self(RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?))
+        Ok(Self(
+            RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?,
+            RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?,
+        ))
     }
 
-    /// Bytes of kernel memory an entry takes.
+    /// Bytes of kernel memory an entry takes, in both trees.
     pub(crate) fn bytes() -> usize {
-        crate::budget::alloc_size(
-            core::mem::size_of::<bindings::rb_node>() + core::mem::size_of::<(Key, usize)>(),
-        )
+        use core::mem::size_of;
+        crate::budget::alloc_size(size_of::<bindings::rb_node>() + size_of::<(Key, usize)>())
+            + crate::budget::alloc_size(size_of::<bindings::rb_node>() + size_of::<(Key, ())>())
     }
 }
 
@@ -92,17 +117,18 @@ pub(crate) fn published(
     slot: usize,
     room: &mut Option<Room>,
 ) -> bool {
-    let key = (task, Arc::as_ptr(cache) as usize);
+    let c = Arc::as_ptr(cache) as usize;
     let mut g = SLOTS.lock();
-    let tree = g.get_or_insert_with(RBTree::new);
-    if let Some(s) = tree.get_mut(&key) {
+    let index = g.get_or_insert_with(Index::new);
+    if let Some(s) = index.by_task.get_mut(&(task, c)) {
         *s = slot;
         return false;
     }
     let Some(r) = room.take() else {
         return false;
     };
-    tree.insert(r.0.into_node(key, slot));
+    index.by_task.insert(r.0.into_node((task, c), slot));
+    index.by_cache.insert(r.1.into_node((c, task), ()));
     NR_SLOTS.fetch_add(1, Ordering::Relaxed);
     true
 }
@@ -115,8 +141,8 @@ pub(crate) fn forget_task(task: usize) -> usize {
     }
     let mut found = 0;
     let mut g = SLOTS.lock();
-    let Some(tree) = g.as_mut() else { return 0 };
-    let mut cursor = tree.cursor_lower_bound_mut(&(task, 0));
+    let Some(index) = g.as_mut() else { return 0 };
+    let mut cursor = index.by_task.cursor_lower_bound_mut(&(task, 0));
     while let Some(c) = cursor {
         let (&(t, cache), &slot) = c.current();
         if t != task {
@@ -126,8 +152,9 @@ pub(crate) fn forget_task(task: usize) -> usize {
         // `remove_cache` takes every entry of a cache out before the cache can go.
         unsafe { &*(cache as *const Cache) }.forget_slot(task, slot);
         let (next, node) = c.remove_current();
-        // Freeing the node under the spinlock is fine: nothing sleeps, nothing allocates.
+        // Freeing the nodes under the spinlock is fine: nothing sleeps, nothing allocates.
         drop(node);
+        let _ = index.by_cache.remove(&(cache, task));
         NR_SLOTS.fetch_sub(1, Ordering::Relaxed);
         found += 1;
         cursor = next;
@@ -135,23 +162,27 @@ pub(crate) fn forget_task(task: usize) -> usize {
     found
 }
 
-/// Takes every entry of `cache` out of `SLOTS` (its context is going away). Walks the index: a
-/// context is closed far less often than a task exits.
-pub(crate) fn remove_cache(cache: &Arc<Cache>) {
+/// Takes every entry of `cache` out of `SLOTS` (its context is going away), visiting only
+/// those; returns how many there were.
+pub(crate) fn remove_cache(cache: &Arc<Cache>) -> usize {
     let addr = Arc::as_ptr(cache) as usize;
+    let mut removed = 0;
     let mut g = SLOTS.lock();
-    let Some(tree) = g.as_mut() else { return };
-    let mut cursor = tree.cursor_front_mut();
+    let Some(index) = g.as_mut() else { return 0 };
+    let mut cursor = index.by_cache.cursor_lower_bound_mut(&(addr, 0));
     while let Some(c) = cursor {
-        if c.current().0 .1 == addr {
-            let (next, node) = c.remove_current();
-            drop(node);
-            NR_SLOTS.fetch_sub(1, Ordering::Relaxed);
-            cursor = next;
-        } else {
-            cursor = c.move_next();
+        let &(cache, task) = c.current().0;
+        if cache != addr {
+            break;
         }
+        let (next, node) = c.remove_current();
+        drop(node);
+        let _ = index.by_task.remove(&(task, cache));
+        NR_SLOTS.fetch_sub(1, Ordering::Relaxed);
+        removed += 1;
+        cursor = next;
     }
+    removed
 }
 
 /// The exit probe: `void (*)(void *data, struct task_struct *p, bool group_dead)`.
@@ -254,6 +285,15 @@ mod tests {
         }
         // A task that holds no slot finds nothing, however many caches there are.
         assert_eq!(forget_task(TASK + 0x2000), 0);
+        // A cache that goes takes its own entries only, whatever the others hold.
+        let lone = Arc::pin_init(Cache::new(2, false, u.quota())?, GFP_KERNEL)?;
+        let mut cached = 0u64;
+        let slot = lone
+            .fill(TASK + 0x5000, 0x7f00_0080_1000, &mut cached, 1 << 32, 0, 0x9000)
+            .ok_or(EINVAL)?;
+        assert!(published(TASK + 0x5000, &lone, slot, &mut Some(Room::new()?)));
+        assert_eq!(remove_cache(&lone), 1);
+        assert_eq!(remove_cache(&lone), 0);
         // A task finds exactly the slots it holds, and they are forgotten.
         assert_eq!(forget_task(one), 1);
         assert_eq!(caches[3].cached_threads(), 1);
