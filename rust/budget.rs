@@ -23,7 +23,12 @@ use kernel::{
 };
 
 use crate::limits::Limits;
+use crate::mark::{
+    Mark,
+    MARK_LEN, //
+};
 use crate::quota::UserQuota;
+use crate::usermem::OwnerMm;
 
 /// What one context holds, against its caps.
 ///
@@ -41,9 +46,10 @@ pub(crate) struct Budget {
     quota: Arc<UserQuota>,
     /// Bytes of kernel memory the context keeps (the snapshots included), charged to `quota`.
     kernel: u64,
-    /// Mappings made or unmapped so far (charges and uncharges of user memory), which tells a
-    /// change of the context that touched the address space from one that did not.
-    map_ops: u64,
+    /// The fork mark (`mark.rs`): what a forked child's copy of the address space tells it of
+    /// the arenas mapped and the unregistrations begun. Its one page is not a block's, and is
+    /// not counted in `mapped`.
+    mark: Mark,
 }
 
 /// The memory an allocation of `bytes` takes: the slab bucket, or the power-of-two pages of a
@@ -79,13 +85,43 @@ impl Budget {
             images: 0,
             quota: quota.clone(),
             kernel: 0,
-            map_ops: 0,
+            mark: Mark::none(),
         }
     }
 
-    /// Mappings made or unmapped so far (see `map_ops`).
-    pub(crate) fn map_ops(&self) -> u64 {
-        self.map_ops
+    /// The fork mark as last stored.
+    pub(crate) fn mark(&self) -> &Mark {
+        &self.mark
+    }
+
+    /// Maps the mark's page if there is none yet: done before an arena is mapped, so that the
+    /// arena is counted there.
+    pub(crate) fn prepare_arena(&mut self, mm: &OwnerMm<'_>) -> Result {
+        if self.mark.addr() == 0 {
+            let addr = mm.map_anon(MARK_LEN)?;
+            self.mark.set_up(addr, mm);
+        }
+        Ok(())
+    }
+
+    /// Counts, in the mark, an arena whose mapping just returned; returns its number.
+    pub(crate) fn arena_mapped(&mut self, mm: &OwnerMm<'_>) -> u64 {
+        self.mark.arena_mapped(mm)
+    }
+
+    /// Counts, in the mark, an unregistration about to change the state. Without a page for
+    /// the mark (it cannot be mapped), the count still grows, and children see too little.
+    pub(crate) fn unregistering(&mut self, mm: &OwnerMm<'_>) {
+        let _ = self.prepare_arena(mm);
+        self.mark.unregistering(mm);
+    }
+
+    /// Unmaps the mark's page (the context is released by its own process).
+    pub(crate) fn unmap_mark(&mut self, mm: &OwnerMm<'_>) {
+        if self.mark.addr() != 0 {
+            mm.unmap(self.mark.addr(), MARK_LEN);
+            self.mark = Mark::none();
+        }
     }
 
     /// The quota the kernel memory is charged to.
@@ -154,14 +190,12 @@ impl Budget {
 
     /// Charges a mapping of `len` bytes that is about to be made; `ENOMEM` when it does not fit.
     pub(crate) fn charge_mapping(&mut self, len: usize) -> Result {
-        self.map_ops += 1;
         // INVARIANT: `charge` keeps `mapped <= max_mapped`.
         charge(&mut self.mapped, self.max_mapped, len, ENOMEM)
     }
 
     /// Gives back the charge of a mapping of `len` bytes that is gone (or was never made).
     pub(crate) fn uncharge_mapping(&mut self, len: usize) {
-        self.map_ops += 1;
         self.mapped -= len as u64;
     }
 
@@ -183,11 +217,13 @@ impl Budget {
         self.uncharge_kernel(alloc_size(len));
     }
 
-    /// Takes over what a forked child inherits (`fork::Inheritance`): the parent's mappings (fork
-    /// copied them) and `images` bytes of snapshots. Its kernel memory was charged already.
-    pub(crate) fn inherit(&mut self, mapped: u64, images: u64) {
+    /// Takes over what a forked child inherits (`fork::Inheritance`): the mappings of the
+    /// parent's that its copy holds, `images` bytes of snapshots, and the mark it goes on with.
+    /// Its kernel memory was charged already.
+    pub(crate) fn inherit(&mut self, mapped: u64, images: u64, mark: Mark) {
         self.mapped = mapped;
         self.images = images;
+        self.mark = mark;
     }
 }
 
@@ -286,7 +322,7 @@ mod tests {
         b.charge_kernel(30)?;
         assert_eq!(b.charge_kernel(71), Err(EDQUOT));
         b.charge_kernel(70)?;
-        b.inherit(4096, 50);
+        b.inherit(4096, 50, Mark::none());
         assert_eq!((b.mapped(), b.images(), b.kernel()), (4096, 50, 100));
         Ok(())
     }

@@ -7,15 +7,16 @@
 //! with `EPERM` before anything of the context is read or changed (the command's own input has
 //! been read and checked by then, `uapi::read_input`). Everything mutable sits behind one mutex,
 //! the only lock of the slow path. Lock order: the context mutex, then the mmap lock (taken by
-//! `vm_mmap` and by faults while a block is initialised), the cache's spinlock, the fork log's or
-//! the fdinfo summary's; nothing here runs with the mmap lock held. Since a first touch holds the
-//! mutex across a fault, nothing that another process does waits for it: fdinfo shows a summary
-//! published under a spinlock while it is taken, and a forked child adopts a snapshot made for it
-//! before the parent's change began.
+//! `vm_mmap` and by faults while a block is initialised), the cache's spinlock, the fork site's,
+//! the snapshots' or the fdinfo summary's; nothing here runs with the mmap lock held but
+//! `map_cache`, which takes only the cache's own mutex. Since a first touch holds the mutex
+//! across a fault, nothing that another process does waits for it unkillably: fdinfo shows a
+//! summary published under a spinlock while it is taken, and a forked child adopts a snapshot
+//! made for it before the parent's change began, or waits for the lock interruptibly.
 //!
 //! Every change of the state (a registration, an unregistration, a new thread's table, a first
-//! touch, a reclamation) goes through `change`, which first keeps, for every child forked since
-//! the previous change, the state it will adopt (`fork_log.rs`).
+//! touch, a reclamation) begins with `keep_for_children`, which first keeps, for every child
+//! forked since the previous change, the state it will adopt (`fork_log.rs`).
 //!
 //! This file wires the commands to the state; the policies live below it: where blocks come from
 //! (`block.rs`), what memory a context may use (`budget.rs`, `quota.rs`), when threads are found
@@ -31,11 +32,13 @@ use core::{
 };
 
 use kernel::{
+    bindings,
     mm::{
         virt::VmaNew,
         Mm, //
     },
     new_mutex,
+    page::PAGE_SIZE,
     prelude::*,
     seq_file::SeqFile,
     sync::{
@@ -48,6 +51,10 @@ use kernel::{
     task::{
         Pid,
         Task, //
+    },
+    time::{
+        delay::fsleep,
+        Delta, //
     },
     uaccess::{
         UserPtr,
@@ -67,15 +74,26 @@ use crate::exit_hook::{
     self,
     Room, //
 };
-use crate::fork;
+use crate::fork::{
+    self,
+    Inheritance, //
+};
 use crate::fork_log::{
     ForkLog,
-    Snapshot, //
+    Peek,
+    Snapshot,
+    Snapshots,
+    Wanted,
+    MAX_PENDING, //
 };
 use crate::layout::Layout;
 use crate::limits::{
     self,
     LIMITS, //
+};
+use crate::pid::{
+    self as pids,
+    PinnedPid, //
 };
 use crate::quota::{
     Charge,
@@ -89,7 +107,10 @@ use crate::stats::{
     Totals,
     View, //
 };
-use crate::thread::Thread;
+use crate::thread::{
+    self,
+    Thread, //
+};
 use crate::threads::{
     self,
     Threads, //
@@ -106,6 +127,13 @@ struct Inner {
     /// The memory the context holds: mapped for blocks, and kept for images.
     budget: Budget,
     totals: Totals,
+    /// The fork records up to this id (of the process's site) were made before the context's
+    /// last change began: their children's states are kept already (`keep_for_children`).
+    seen: u64,
+    /// Room for the children whose state a change keeps, made with the context.
+    wanted: KVec<Wanted>,
+    /// The id of the record in each slot of the site, as the last change found them.
+    ids: [u64; MAX_PENDING],
 }
 
 /// The state of one open `/dev/kstls`.
@@ -114,14 +142,20 @@ pub(crate) struct Context {
     /// The address space this context serves; the reference (`mmgrab`) keeps the pointer from
     /// being reused, so comparing it with `current->mm` is an identity check.
     mm: ARef<Mm>,
-    /// The thread group leader of the process that opened the context, for diagnostics.
-    leader: ARef<Task>,
+    /// The process that opened the context, for diagnostics (its pid, not its task, is kept).
+    process: PinnedPid,
     /// `KSTLS_MODE_*` set by `SET_MODE` (read without the lock by `mmap`).
     mode: AtomicU32,
-    /// The fast-path cache, made by the first `mmap`.
+    /// The fast-path cache, made by the first `mmap` that maps it.
     cache: SetOnce<Arc<Cache>>,
-    /// The forks of the process, for `ADOPT`; its epoch counts the changes of `inner`.
-    forks: Arc<ForkLog>,
+    /// Held by `mmap` while it makes the cache, so that a cache exists only once it is mapped.
+    #[pin]
+    cache_init: Mutex<()>,
+    /// The context's membership of its process's fork site (`fork_log.rs`).
+    forks: ForkLog,
+    /// The states kept for forked children that have not adopted yet.
+    #[pin]
+    snapshots: Snapshots,
     /// What fdinfo shows while `inner` is locked: it never waits for the lock.
     #[pin]
     summary: Summary,
@@ -129,6 +163,13 @@ pub(crate) struct Context {
     inner: Mutex<Inner>,
     /// The context's place in its user's quota; dropped last, after everything it paid for.
     user: ContextSlot,
+}
+
+/// Bytes of kernel memory the context keeps alive by holding its process's address space: the
+/// `mm_struct` with its CPU masks, and its page-table root (two pages with page-table isolation).
+fn pinned_mm_bytes() -> usize {
+    budget::alloc_size(size_of::<bindings::mm_struct>() + 2 * size_of::<bindings::cpumask>())
+        + 2 * PAGE_SIZE
 }
 
 impl Inner {
@@ -149,28 +190,53 @@ impl Inner {
             totals: &self.totals,
         }
     }
+
+    /// The state a child forked by `forker` gets, built under the lock.
+    fn inherit(&self, forker: usize) -> Result<Inheritance> {
+        fork::inherit(
+            &self.registry,
+            &self.threads,
+            &self.rows,
+            &self.budget,
+            forker,
+        )
+    }
+
+    /// An upper bound of the kernel memory a state built from this one keeps: it copies part
+    /// of what the context keeps, never more. Charged before a state is built.
+    fn inherit_bound(&self) -> u64 {
+        self.budget.kernel() + (budget::alloc_size(size_of::<Snapshot>()) + thread::pinned_bytes()) as u64
+    }
 }
 
 impl Context {
-    /// A context for the calling process.
+    /// A context for the calling process. What it publishes outside itself, its user's count
+    /// (`ContextSlot`) and its membership of its process's fork site (`ForkLog`, which the fork
+    /// probe finds), is owned by the initialiser until the context is made and by the context
+    /// after, and taken back by its own drop: a context that fails to be made, its allocation
+    /// included, leaves nothing behind.
     pub(crate) fn new() -> Result<impl PinInit<Self, Error>> {
         let cur = kernel::current!();
         // Kernel threads have no address space to put blocks in.
         let mm: ARef<Mm> = ARef::from(&**cur.mm().ok_or(EINVAL)?);
-        let leader = ARef::from(cur.group_leader());
+        let process = PinnedPid::of_process(&cur).ok_or(ESRCH)?;
         let rows = PackedRows::new(&LIMITS)?;
-        let user = ContextSlot::open(limits::max_user_bytes())?;
-        let mut budget = Budget::new(&LIMITS, user.quota());
-        // The context itself is kernel memory its user keeps, and so is its fork log.
-        budget.charge_kernel(budget::alloc_size(size_of::<Self>()) + ForkLog::kernel_bytes())?;
-        let forks = ForkLog::new(mm.as_raw() as usize)?;
+        let mut wanted = KVec::new();
+        wanted.reserve(MAX_PENDING, GFP_KERNEL_ACCOUNT)?;
         let threads = Threads::new(mm.as_raw() as usize);
+        let mm_addr = mm.as_raw() as usize;
+        let user = ContextSlot::open(limits::max_user_bytes())?;
+        let budget = Self::first_budget(&user)?;
+        let forks = ForkLog::join(mm_addr)?;
+        let born = forks.born();
         Ok(try_pin_init!(Self {
             mm,
-            leader,
+            process,
             mode: AtomicU32::new(0),
             cache: SetOnce::new(),
+            cache_init <- new_mutex!(()),
             forks,
+            snapshots <- Snapshots::new()?,
             summary <- Summary::new(),
             inner <- new_mutex!(Inner {
                 registry: Registry::new(),
@@ -178,9 +244,25 @@ impl Context {
                 rows,
                 budget,
                 totals: Totals::default(),
+                seen: born,
+                wanted,
+                ids: [0; MAX_PENDING],
             }),
             user,
         }))
+    }
+
+    /// The budget of a new context of `user`, charged with what the context itself keeps: the
+    /// context, its share of fork's records and snapshots, and the pinned mm and pid.
+    fn first_budget(user: &ContextSlot) -> Result<Budget> {
+        let mut budget = Budget::new(&LIMITS, user.quota());
+        budget.charge_kernel(
+            budget::alloc_size(size_of::<Self>())
+                + ForkLog::kernel_bytes()
+                + pinned_mm_bytes()
+                + pids::pinned_bytes(),
+        )?;
+        Ok(budget)
     }
 
     /// Whether every access must trap into the kernel.
@@ -204,33 +286,28 @@ impl Context {
         OwnerMm::check(&self.mm).ok_or(EPERM)
     }
 
-    /// Starts a change of the state `g` (under the lock): every child forked since the last
-    /// change, which has not adopted yet, first gets its snapshot of the state as it is, so that
-    /// it never adopts a later one (`fork_log.rs`). The change ends with `Change::finish`, or,
-    /// when a failure cuts it short, when the guard is dropped.
-    fn change(&self, g: &Inner) -> Result<Change<'_>> {
-        let mut pending = self.forks.begin_change()?;
-        let change = Change {
-            log: &self.forks,
-            map_ops: g.budget.map_ops(),
-            done: false,
-        };
-        for (id, forker, child) in pending.wanted.drain_all() {
-            let snapshot =
-                fork::inherit(&g.registry, &g.threads, &g.rows, &g.budget, forker, &child)
-                    .and_then(|state| {
-                        let charge = Charge::new(g.budget.quota(), state.kernel_total())?;
-                        Ok(KBox::new(
-                            Snapshot {
-                                state,
-                                _charge: charge,
-                            },
-                            GFP_KERNEL_ACCOUNT,
-                        )?)
-                    });
-            self.forks.attach(id, snapshot);
+    /// Begins a change of the state `g` (under the lock): every child forked since the last
+    /// change, which has not adopted yet, first gets its snapshot of the state as it is, so
+    /// that it never adopts a later one (`fork_log.rs`). A snapshot is charged before it is
+    /// built; one that cannot be had keeps its error, which the child's `ADOPT` returns.
+    fn keep_for_children(&self, g: &mut Inner) {
+        g.seen = self.forks.since(g.seen, &mut g.wanted, &mut g.ids);
+        self.snapshots.prune(&g.ids);
+        let mut wanted = core::mem::take(&mut g.wanted);
+        for w in wanted.drain_all() {
+            let snapshot = Charge::new(g.budget.quota(), g.inherit_bound()).and_then(|mut charge| {
+                let state = g.inherit(w.forker)?;
+                charge.shrink_to(
+                    state.kernel_total()
+                        + budget::alloc_size(size_of::<Snapshot>()) as u64
+                        + state.thread.as_ref().map_or(0, |_| thread::pinned_bytes() as u64),
+                );
+                Ok(KBox::new(Snapshot { state, _charge: charge }, GFP_KERNEL_ACCOUNT)?)
+            });
+            self.snapshots.put(w.slot, w.id, snapshot);
         }
-        Ok(change)
+        // The room goes back, empty.
+        g.wanted = wanted;
     }
 
     /// Publishes the figures of `g` for fdinfo, before the lock may be held across a fault and
@@ -244,14 +321,16 @@ impl Context {
         let _owner = self.owner()?;
         let layout = Layout::new(r.filesz, r.memsz, r.align, r.align_offset, &LIMITS)?;
         // The snapshot is read before taking the lock: no user copy under the lock when it can
-        // be avoided. Its size is bounded by `max_image_size`.
+        // be avoided. Its size is bounded by `max_image_size`, and charged to the user while
+        // it is read (a copy stalled on a fault holds it), until the registry charges it.
+        let reading = Charge::new(self.user.quota(), budget::alloc_size(layout.filesz) as u64)?;
         let mut image = KVVec::with_capacity(layout.filesz, GFP_KERNEL_ACCOUNT)?;
         let src = usize::try_from(r.image).map_err(|_| EFAULT)?;
         UserSlice::new(UserPtr::from_addr(src), layout.filesz)
             .read_all(&mut image, GFP_KERNEL_ACCOUNT)?;
 
         let mut g = self.inner.lock();
-        let change = self.change(&g)?;
+        self.keep_for_children(&mut g);
         let Inner {
             registry,
             rows,
@@ -259,7 +338,7 @@ impl Context {
             ..
         } = &mut *g;
         let id = registry.add(LIMITS.max_modules, layout, image, rows, budget);
-        change.finish(&g);
+        drop(reading);
         self.publish(&g);
         Ok(id?.encode())
     }
@@ -270,8 +349,10 @@ impl Context {
         let mut guard = self.inner.lock();
         // Checked before the change begins: an unknown id changes nothing.
         guard.registry.get(id)?;
-        let change = self.change(&guard)?;
+        self.keep_for_children(&mut guard);
         let g = &mut *guard;
+        // Counted in the fork mark before anything changes (`mark.rs`).
+        g.budget.unregistering(&owner);
         let mut m = g.registry.remove(id)?;
         if let Some(c) = self.cache.as_ref() {
             c.forget_module(id, m.id.index);
@@ -288,8 +369,7 @@ impl Context {
             g.rows.unmap_all(&mut g.budget, &owner);
         }
         g.budget.uncharge_image(m.layout.filesz);
-        change.finish(g);
-        self.publish(&guard);
+        self.publish(g);
         drop(guard);
         // The snapshot is freed here, after the lock is dropped.
         drop(m);
@@ -316,14 +396,12 @@ impl Context {
             return Err(EINVAL);
         }
         // A lookup that hits changes only counters; a new thread's table or a first touch is a
-        // change, made first.
+        // change.
         let hit =
             matches!(inner.threads.get(pid), Some(t) if t.is(task) && t.block(index).is_some());
-        let change = if hit {
-            None
-        } else {
-            Some(self.make_block(inner, &owner, task, pid, index, memsz)?)
-        };
+        if !hit {
+            self.make_block(inner, &owner, task, pid, index, memsz)?;
+        }
         let Inner {
             registry,
             threads,
@@ -348,12 +426,10 @@ impl Context {
                 totals.fills += 1;
             }
         }
-        match change {
-            Some(change) => {
-                change.finish(&g);
-                self.publish(&g);
-            }
-            None => self.summary.publish_totals(&g.totals),
+        if hit {
+            self.summary.publish_totals(&g.totals);
+        } else {
+            self.publish(&g);
         }
         // Cannot overflow: `offset < memsz` and the block lies inside a mapping.
         Ok((block + offset as usize) as u64)
@@ -361,7 +437,7 @@ impl Context {
 
     /// The change `get_addr` makes when the calling thread `task` (tid `pid`) has no table yet
     /// or no block of the module at `index` (`memsz` bytes): the table, the block allocated and
-    /// initialised. The caller finishes the returned change; a failure drops it.
+    /// initialised.
     fn make_block(
         &self,
         inner: &mut Inner,
@@ -370,8 +446,8 @@ impl Context {
         pid: Pid,
         index: u32,
         memsz: usize,
-    ) -> Result<Change<'_>> {
-        let change = self.change(inner)?;
+    ) -> Result {
+        self.keep_for_children(inner);
         inner.threads.enter(
             task,
             pid,
@@ -388,6 +464,7 @@ impl Context {
             rows,
             budget,
             totals,
+            ..
         } = inner;
         let t = threads.get_mut(pid).ok_or(EINVAL)?;
         if t.block(index).is_none() {
@@ -400,84 +477,127 @@ impl Context {
             m.allocs += 1;
             totals.allocs += 1;
         }
-        Ok(change)
+        Ok(())
     }
 
     /// `KSTLS_IOC_ADOPT`: takes over, in a forked child, what its forking thread had in `parent`
     /// (the context of the process that forked it) at the fork: a snapshot made before the
-    /// parent's first change since, or the parent's state if it has not changed. Any thread of the
-    /// child may call it; the table goes to the child's first thread. Everything that can fail is
-    /// done before the fork's record is taken, so a failed ADOPT can be tried again.
+    /// parent's first change since, or the parent's state if it has not changed, fitted to the
+    /// child's own copy of the address space (`fork.rs`). Any thread of the child may call it;
+    /// the table goes to the child's first thread. A failure leaves nothing charged, and one the
+    /// child can mend (`EDQUOT`, `ENOMEM`, `EINTR`) leaves the record for another try.
     pub(crate) fn adopt(&self, parent: &Context) -> Result {
-        let _owner = self.owner()?;
+        let owner = self.owner()?;
         fork::may_adopt(&self.mm, &parent.mm)?;
         let cur = kernel::current!();
         let task: &Task = &cur;
         // Only a child forked from the context may adopt it, into a context nothing has used.
-        if !parent.forks.has(task) {
+        let rec = parent.forks.find(task).ok_or(EPERM)?;
+        // A fork is adopted once per context.
+        if matches!(parent.snapshots.peek(rec.slot, rec.id), Peek::Adopted) {
             return Err(EPERM);
         }
         self.check_fresh()?;
         let room = Threads::reserve()?;
-
-        // A snapshot is taken without the parent's lock, which a change may hold across a
-        // fault; else the parent's state is read under its lock alone (the two context locks
-        // are never held together).
-        let (mut guard, child) = loop {
-            if !parent.forks.has(task) {
-                return Err(EPERM);
-            }
-            if let Some(cost) = parent.forks.ready(task) {
-                let guard = self.charged(cost?)?;
-                match parent.forks.take(task, true).map(|rec| rec.snapshot) {
-                    Some(Some(Ok(s))) => break (guard, KBox::into_inner(s).state),
-                    _ => return Err(EPERM),
-                }
-            }
-            let child = {
-                let g = parent.inner.lock();
-                // No change is under way while the lock is held: the epoch is even. A change
-                // that ran since `ready` has made the snapshot: take that.
-                let Some((epoch, forker, first)) = parent.forks.peek(task) else {
-                    continue;
-                };
-                if epoch != parent.forks.epoch() {
-                    return Err(ESTALE);
-                }
-                fork::inherit(&g.registry, &g.threads, &g.rows, &g.budget, forker, &first)?
-            };
-            let guard = self.charged(child.kernel_total())?;
-            if parent.forks.take(task, false).is_none() {
-                return Err(EPERM);
-            }
-            break (guard, child);
-        };
-        // Charged and room made: nothing below can fail.
-        let change = self.change(&guard);
+        let (mut guard, mut state, cost) = self.inheritance(parent, task, rec.slot, rec.id, rec.forker)?;
+        // Charged and taken: what fails from here on is final, and gives the charge back.
+        if let Err(e) = state.fit_to_copy(&owner) {
+            guard.budget.uncharge_kernel(cost);
+            return Err(e);
+        }
         let g = &mut *guard;
-        g.budget.inherit(child.mapped, child.images);
-        // The table is the child's first thread's (the forking thread's copy), whichever thread
-        // of the child adopts.
-        g.threads
-            .insert_into(room, child.thread.tid(), child.thread);
-        g.registry = child.registry;
-        g.rows = child.rows;
-        if let Ok(change) = change {
-            change.finish(g);
+        g.budget.inherit(state.mapped, state.images, state.mark);
+        g.registry = state.registry;
+        g.rows = state.rows;
+        if let Some(mut t) = state.thread {
+            match rec.first.as_deref() {
+                // The table is the child's first thread's (the forking thread's copy),
+                // whichever thread of the child adopts.
+                Some(first) => {
+                    t.give_to(first);
+                    g.threads.insert_into(room, t.tid(), t);
+                }
+                // The child's first thread is gone already: its blocks are free again.
+                None => {
+                    g.registry.reclaim(&mut g.rows, &t);
+                    g.budget
+                        .uncharge_kernel(Threads::node_bytes() + t.kernel_bytes() as usize);
+                }
+            }
         }
         self.publish(g);
         Ok(())
     }
 
-    /// This context, locked and still fresh, with `cost` bytes (of an adopted state and its
-    /// table's node) charged to it: `EINVAL` if it was used meanwhile, `EDQUOT` when the quota
-    /// has no room. The charge is the adopted state's from then on.
-    fn charged(&self, cost: u64) -> Result<MutexGuard<'_, Inner>> {
+    /// The state the calling child (`task`) of `parent` adopts for the record `id` in `slot`
+    /// (forked by `forker`), taken once this context, locked and still fresh, has been charged
+    /// for it (the bytes are returned too): the snapshot kept for it, or the parent's present
+    /// state if the parent has not changed since the fork, built under the parent's lock (the
+    /// two context locks are never held together). The parent's lock may be held by a change
+    /// stalled on a fault: it is waited for interruptibly, and a snapshot made meanwhile is
+    /// taken instead. Nothing is taken when the charge fails.
+    fn inheritance(
+        &self,
+        parent: &Context,
+        task: &Task,
+        slot: usize,
+        id: u64,
+        forker: usize,
+    ) -> Result<(MutexGuard<'_, Inner>, Inheritance, usize)> {
+        loop {
+            match parent.snapshots.peek(slot, id) {
+                Peek::Adopted => return Err(EPERM),
+                Peek::Ready(Err(e)) => return Err(e),
+                Peek::Ready(Ok(bytes)) => {
+                    let (mut g, cost) = self.charged(bytes)?;
+                    let Some(s) = parent.snapshots.take(slot, id) else {
+                        g.budget.uncharge_kernel(cost);
+                        return Err(EPERM);
+                    };
+                    // The parent's user's charge goes with the box: this context holds it now.
+                    let state = KBox::into_inner(s).state;
+                    return Ok((g, state, cost));
+                }
+                Peek::Nothing => {}
+            }
+            let Some(pg) = parent.inner.try_lock() else {
+                if task.signal_pending() {
+                    return Err(EINTR);
+                }
+                fsleep(Delta::from_millis(1));
+                continue;
+            };
+            // A change began since the record was made: it kept the snapshot, take that.
+            if pg.seen > id {
+                continue;
+            }
+            // Charged to this context's user while it is built, before it is charged to the
+            // context itself.
+            let building = Charge::new(self.user.quota(), pg.inherit_bound())?;
+            let state = pg.inherit(forker)?;
+            drop(pg);
+            let (mut g, cost) = self.charged(state.kernel_total())?;
+            drop(building);
+            if !parent.snapshots.adopted(slot, id) {
+                g.budget.uncharge_kernel(cost);
+                return Err(EPERM);
+            }
+            return Ok((g, state, cost));
+        }
+    }
+
+    /// This context, locked and still fresh, with `bytes` (of an adopted state) and its table's
+    /// node charged to it: `EINVAL` if it was used meanwhile, `EDQUOT` when the quota has no
+    /// room. Returns the bytes charged.
+    fn charged(&self, bytes: u64) -> Result<(MutexGuard<'_, Inner>, usize)> {
         let mut g = self.inner.lock();
         Self::fresh(&g)?;
-        let bytes = usize::try_from(cost).map_err(|_| EDQUOT)?;
-        g.budget.charge_kernel(bytes + Threads::node_bytes())?;
-        Ok(g)
+        let cost = usize::try_from(bytes)
+            .ok()
+            .and_then(|b| b.checked_add(Threads::node_bytes()))
+            .ok_or(EDQUOT)?;
+        g.budget.charge_kernel(cost)?;
+        Ok((g, cost))
     }
 
     /// `EINVAL` unless the state `g` is that of a context nothing has used yet.
@@ -506,7 +626,8 @@ impl Context {
     }
 
     /// `mmap`: maps the fast-path cache read-only, making it on first use. Runs with the mmap
-    /// lock held, so it must not take the context lock.
+    /// lock held, so it must not take the context lock; a cache is kept only once it is mapped,
+    /// so a mapping that fails leaves nothing allocated or charged.
     pub(crate) fn map_cache(&self, vma: &VmaNew) -> Result {
         if !core::ptr::eq(vma.mm().as_raw(), self.mm.as_raw()) {
             return Err(EPERM);
@@ -515,37 +636,37 @@ impl Context {
         if threads == 0 || !exit_hook::active() {
             return Err(ENODEV);
         }
-        if self.cache.as_ref().is_none() {
-            // Every check first: a refused mapping makes no cache.
-            cache::check_vma(vma, cache::size_for(threads).ok_or(ENOMEM)?)?;
-            let quota = self.user.quota();
-            let c = Arc::pin_init(
-                Cache::new(threads, self.strict(), quota)?,
-                GFP_KERNEL_ACCOUNT,
-            )?;
-            // If another mmap made the cache first, this one goes: nothing refers to it yet.
-            self.cache.populate(c);
+        let _init = self.cache_init.lock();
+        if let Some(c) = self.cache.as_ref() {
+            return c.map(vma);
         }
-        self.cache.as_ref().ok_or(ENOMEM)?.map(vma)
+        // Every check first: a refused mapping makes no cache.
+        cache::check_vma(vma, cache::size_for(threads).ok_or(ENOMEM)?)?;
+        let c = Arc::pin_init(
+            Cache::new(threads, self.strict(), self.user.quota())?,
+            GFP_KERNEL_ACCOUNT,
+        )?;
+        c.map(vma)?;
+        // Cannot be refused: only this path populates it, under `cache_init`.
+        self.cache.populate(c);
+        Ok(())
     }
 
     /// `KSTLS_IOC_INFO`.
     pub(crate) fn info(&self) -> Result<kstls_info> {
         let _owner = self.owner()?;
         let mut g = self.inner.lock();
-        self.sweep(&mut g)?;
+        self.sweep(&mut g);
         Ok(g.view().info(self.strict()))
     }
 
     /// Reclaims the tables of the threads that have exited, if any: a change.
-    fn sweep(&self, g: &mut Inner) -> Result {
+    fn sweep(&self, g: &mut Inner) {
         if g.threads.any_exited() {
-            let change = self.change(g)?;
+            self.keep_for_children(g);
             g.sweep();
-            change.finish(g);
             self.publish(g);
         }
-        Ok(())
     }
 
     /// `KSTLS_IOC_STATS`: counters, optionally narrowed to a module and/or a thread.
@@ -558,7 +679,7 @@ impl Context {
             t => threads::global_tid(t).unwrap_or(threads::NO_THREAD),
         };
         let mut g = self.inner.lock();
-        self.sweep(&mut g)?;
+        self.sweep(&mut g);
         let mut out = g.view().stats(q.module, global)?;
         out.tid = q.tid;
         Ok(out)
@@ -571,38 +692,13 @@ impl Context {
         let cur = kernel::current!();
         let id = Identity {
             // As the reader's pid namespace numbers it: a container is not shown a host pid.
-            tgid: self.leader.tgid_nr_ns(cur.active_pid_ns()),
+            tgid: self.process.nr_seen_by(&cur),
             strict: self.strict(),
             cached_threads: self.cache.as_ref().map_or(0, |c| c.cached_threads()),
         };
         match self.inner.try_lock() {
             Some(g) => g.view().show(m, &id),
             None => self.summary.show(m, &id),
-        }
-    }
-}
-
-/// A change of a context under way (`Context::change`).
-struct Change<'a> {
-    log: &'a ForkLog,
-    /// The budget's mapping count when it began.
-    map_ops: u64,
-    done: bool,
-}
-
-impl Change<'_> {
-    /// Ends the change of `g`, telling the fork log whether it mapped or unmapped memory.
-    fn finish(mut self, g: &Inner) {
-        self.done = true;
-        self.log.end_change(g.budget.map_ops() != self.map_ops);
-    }
-}
-
-impl Drop for Change<'_> {
-    fn drop(&mut self) {
-        // Cut short by a failure: it may have touched the address space.
-        if !self.done {
-            self.log.end_change(true);
         }
     }
 }
@@ -659,7 +755,6 @@ fn fill_cache(
 #[pinned_drop]
 impl PinnedDrop for Context {
     fn drop(self: Pin<&mut Self>) {
-        self.forks.remove();
         if let Some(c) = self.cache.as_ref() {
             exit_hook::remove_cache(c);
         }
@@ -675,6 +770,7 @@ impl PinnedDrop for Context {
             } = &mut *g;
             registry.release_all(rows, budget, &owner);
             rows.unmap_all(budget, &owner);
+            budget.unmap_mark(&owner);
         }
     }
 }

@@ -29,13 +29,16 @@
 //! driver's parameters), `usermem.rs` (the raw `vm_mmap` bindings, wrapped once), `quota.rs`
 //! (the kernel memory of one user's contexts, against `max_user_kbytes`), `tracepoint.rs` (the
 //! raw tracepoint-probe bindings, wrapped once), `layout.rs` (a module's block geometry),
-//! `budget.rs` (the memory a context holds against its caps and its user's quota), `pool.rs`
+//! `mark.rs` (the fork mark, the page through which a forked child's copy tells what fork
+//! copied), `budget.rs` (the memory a context holds against its caps and its user's quota),
+//! `pid.rs` (a reference to a `struct pid`, wrapped once), `pool.rs`
 //! (arenas and the blocks carved from them), `rows.rs` (the rows and their columns), `block.rs`
 //! (a module's storage, and first touch), `thread.rs` (one table per thread), `registry.rs`
 //! (modules and ids), `threads.rs` (the tables of a context, and exited threads), `cache.rs`
 //! (the fast-path pages), `exit_hook.rs` (forgetting tasks that exit or exec, by an index of
 //! their cache slots), `stats.rs` (`INFO`, `STATS` and fdinfo), `fork.rs` (what a forked child
-//! adopts), `fork_log.rs` (the forks recorded as they happen, and as of when a child adopts),
+//! adopts, fitted to its copy), `fork_log.rs` (the forks recorded as they happen, per process,
+//! and the states kept for children that have not adopted),
 //! `context.rs` (one per open file), and this one (the device and the ioctl dispatch).
 //!
 //! A complete user-space program that uses every ioctl, including one that must fail:
@@ -125,6 +128,8 @@ mod fork;
 mod fork_log;
 mod layout;
 mod limits;
+mod mark;
+mod pid;
 mod pool;
 mod quota;
 mod registry;
@@ -176,6 +181,7 @@ impl kernel::InPlaceModule for KstlsDriver {
         exit_hook::init();
         quota::init();
         fork_log::init();
+        thread::measure_pins();
         let hook = exit_hook::ExitHook::new();
         let fork_hook = fork_log::ForkHook::new();
         pr_info!(

@@ -30,6 +30,15 @@ pub(crate) const ARENA_MIN: usize = 64 << 10;
 struct Arena {
     base: usize,
     len: usize,
+    /// Its number in the context's fork mark (`mark.rs`): a forked child holds the arenas up to
+    /// the number its copy of the mark holds.
+    seq: u64,
+}
+
+impl Arena {
+    fn holds(&self, addr: usize) -> bool {
+        addr >= self.base && addr - self.base < self.len
+    }
 }
 
 /// The blocks of one layout.
@@ -105,6 +114,7 @@ impl BlockPool {
             Some(a) => a,
             None => {
                 let len = l.arena_len(ARENA_MIN).ok_or(ENOMEM)?;
+                budget.prepare_arena(mm)?;
                 budget.charge_mapping(len)?;
                 let base = match mm.map_anon(len) {
                     Ok(base) => base,
@@ -113,8 +123,9 @@ impl BlockPool {
                         return Err(e);
                     }
                 };
+                let seq = budget.arena_mapped(mm);
                 // Cannot fail: capacity was reserved above.
-                let _ = self.arenas.push_within_capacity(Arena { base, len });
+                let _ = self.arenas.push_within_capacity(Arena { base, len, seq });
                 self.next = l.first_block(base).ok_or(ENOMEM)?;
                 self.end = base + len;
                 self.new_arena = true;
@@ -190,6 +201,33 @@ impl BlockPool {
             carved: self.carved,
             new_arena: false,
         })
+    }
+
+    /// Keeps, in a forked child's pool, only the arenas numbered up to `upto`, those its copy of
+    /// the address space holds (`mark.rs`): the blocks of the others leave the free list, and
+    /// carving goes on from a new arena if the current one is gone. `kept` (the forking thread's
+    /// block) always lies in a kept arena, having been counted before the fork; `ESTALE` if not.
+    pub(crate) fn keep_arenas(&mut self, upto: u64, kept: Option<usize>) -> Result {
+        let gone = |a: &Arena| a.seq > upto;
+        if !self.arenas.iter().any(gone) {
+            return Ok(());
+        }
+        if let Some(k) = kept {
+            if self.arenas.iter().any(|a| gone(a) && a.holds(k)) {
+                return Err(ESTALE);
+            }
+        }
+        let arenas = &self.arenas;
+        self.free
+            .retain(|b| !arenas.iter().any(|a| gone(a) && a.holds(*b)));
+        if self.arenas.iter().any(|a| gone(a) && a.holds(self.next)) {
+            self.next = 0;
+            self.end = 0;
+        }
+        self.arenas.retain(|a| !gone(a));
+        // Every block carved from a kept arena is the forking thread's or on the free list.
+        self.carved = self.free.len() + self.live as usize;
+        Ok(())
     }
 
     /// Unmaps every arena (their blocks are gone), frees the lists and gives their charges back
@@ -275,6 +313,39 @@ mod tests {
         assert_eq!((c.live(), c.carved, c.free.len()), (1, 3, 2));
         // The child carves on where the parent stopped: no block is handed out twice.
         assert_eq!(c.next, blocks[2] + l.stride);
+        Ok(())
+    }
+
+    #[test]
+    fn a_forked_pool_keeps_only_the_arenas_its_copy_holds() -> Result {
+        let l = Layout::new(0, 64, 64, 0, &LIMITS)?;
+        let (a, b) = (0x7f00_0030_0000usize, 0x7f00_0040_0000usize);
+        let mut p = pool_with_arena(b, 4096, &l);
+        p.arenas.reserve(2, GFP_KERNEL)?;
+        p.arenas.push_within_capacity(Arena { base: a, len: 4096, seq: 1 }).map_err(|_| ENOMEM)?;
+        p.arenas.push_within_capacity(Arena { base: b, len: 4096, seq: 2 }).map_err(|_| ENOMEM)?;
+        p.free.reserve(4, GFP_KERNEL)?;
+        // The forking thread's block in the first arena, another thread's in each.
+        let (kept, other_a, other_b) = (a, a + 64, b);
+        p.free.push_within_capacity(other_a).map_err(|_| ENOMEM)?;
+        p.free.push_within_capacity(other_b).map_err(|_| ENOMEM)?;
+        p.next = b + 64;
+        p.live = 1;
+        p.carved = 3;
+        let mut both = p.fork_copy(Some(kept), core::iter::empty())?;
+        both.keep_arenas(2, Some(kept))?;
+        assert_eq!((both.arenas.len(), both.free.len(), both.next), (2, 2, b + 64));
+        // The copy was made before the second arena was mapped: it and its blocks are gone,
+        // and the next block comes from a new arena.
+        let mut first = p.fork_copy(Some(kept), core::iter::empty())?;
+        first.keep_arenas(1, Some(kept))?;
+        assert_eq!((first.arenas.len(), first.free.len()), (1, 1));
+        assert_eq!((first.free[0], first.next, first.end), (other_a, 0, 0));
+        assert_eq!((first.carved, first.live()), (2, 1));
+        assert_eq!(first.mapped_bytes(), 4096);
+        // A forking thread's block outside what the copy holds cannot be: refused.
+        let mut none = p.fork_copy(Some(kept), core::iter::empty())?;
+        assert_eq!(none.keep_arenas(0, Some(kept)), Err(ESTALE));
         Ok(())
     }
 }

@@ -110,6 +110,17 @@ impl Charge {
     }
 }
 
+impl Charge {
+    /// Gives back what the charge holds beyond `bytes`: an upper bound charged before an
+    /// allocation whose size was not known yet, brought down to what it took.
+    pub(crate) fn shrink_to(&mut self, bytes: u64) {
+        if bytes < self.bytes {
+            self.quota.uncharge(self.bytes - bytes);
+            self.bytes = bytes;
+        }
+    }
+}
+
 impl Drop for Charge {
     fn drop(&mut self) {
         self.quota.uncharge(self.bytes);
@@ -201,7 +212,11 @@ mod tests {
         let b = ContextSlot::open_for(UID + 1, 5)?;
         assert!(core::ptr::eq(&**a.quota(), &**b.quota()));
         assert_eq!(b.quota().max_bytes(), 1000);
-        let c = Charge::new(a.quota(), 700)?;
+        let mut c = Charge::new(a.quota(), 800)?;
+        // A bound brought down to what was used; never raised.
+        c.shrink_to(700);
+        c.shrink_to(750);
+        assert_eq!(a.quota().bytes(), 700);
         assert_eq!(Charge::new(b.quota(), 301).err(), Some(EDQUOT));
         // Another user is counted apart.
         let other = ContextSlot::open_for(UID + 2, 1000)?;

@@ -96,6 +96,17 @@ impl PackedRows {
         self.pool.live()
     }
 
+    /// Bytes of user memory the rows' pool has mapped.
+    pub(crate) fn mapped_bytes(&self) -> u64 {
+        self.pool.mapped_bytes()
+    }
+
+    /// Keeps, in a forked child, only the rows' arenas its copy holds (`BlockPool::keep_arenas`;
+    /// `kept` is the forking thread's row).
+    pub(crate) fn keep_arenas(&mut self, upto: u64, kept: Option<usize>) -> Result {
+        self.pool.keep_arenas(upto, kept)
+    }
+
     /// Bytes of kernel memory the rows keep: their pool's lists.
     pub(crate) fn kernel_bytes(&self) -> u64 {
         self.pool.kernel_bytes()

@@ -10,7 +10,11 @@
 
 use core::{
     mem::size_of,
-    ptr, //
+    ptr,
+    sync::atomic::{
+        AtomicUsize,
+        Ordering, //
+    }, //
 };
 
 use kernel::{
@@ -27,6 +31,31 @@ use crate::budget::{
     self,
     Budget, //
 };
+
+/// Bytes of kernel memory a reference to a reaped task keeps (`measure_pins`).
+static PINNED_TASK: AtomicUsize = AtomicUsize::new(0);
+
+/// Measures, once, from the running task (the module's loader), the kernel memory a task
+/// reference keeps alive after the task is reaped: its `task_struct` (with the extended
+/// register state this CPU needs), its `signal_struct` and its credentials, as the allocator
+/// sized them. A table holds its thread's task, so every table is charged this much.
+pub(crate) fn measure_pins() {
+    let cur = kernel::current!();
+    let t = cur.as_ptr();
+    // SAFETY: `current` is valid, and so are its signal struct and credentials, slab objects
+    // that `ksize` only looks up.
+    let bytes = unsafe {
+        bindings::ksize(t.cast())
+            + bindings::ksize((*t).signal.cast())
+            + bindings::ksize((*t).real_cred.cast())
+    };
+    PINNED_TASK.store(bytes, Ordering::Relaxed);
+}
+
+/// Bytes of kernel memory one task reference keeps, measured at load (`measure_pins`).
+pub(crate) fn pinned_bytes() -> usize {
+    PINNED_TASK.load(Ordering::Relaxed)
+}
 
 /// Whether a task whose `exit_state` and `mm` are these has left the address space `mm` for good:
 /// it has exited and the exit probe has run (`exit_state` is set by `exit_notify()`, after the
@@ -86,6 +115,17 @@ impl Thread {
             lookups: 0,
             allocs: 0,
         }
+    }
+
+    /// The table's task.
+    pub(crate) fn task(&self) -> &Task {
+        &self.task
+    }
+
+    /// Gives the table to `task`: a forked child's first thread takes over the copy of its
+    /// forking thread's table.
+    pub(crate) fn give_to(&mut self, task: &Task) {
+        self.task = task.into();
     }
 
     /// The tid of the table's task (global, as the tables are kept).

@@ -56,9 +56,11 @@ pub(crate) fn global_tid(vtid: Pid) -> Option<Pid> {
     }
 }
 
-/// Kernel memory of one table in the tree, besides its blocks: the `Thread` in its tree node.
+/// Kernel memory of one table in the tree, besides its blocks: the `Thread` in its tree node,
+/// and the task it holds, which outlives the thread until the table is reclaimed.
 fn node_bytes() -> usize {
     budget::alloc_size(size_of::<Thread>() + size_of::<bindings::rb_node>() + size_of::<Pid>())
+        + crate::thread::pinned_bytes()
 }
 
 /// Room for one table, made ahead (`Threads::reserve`).

@@ -104,6 +104,24 @@ impl<'a> OwnerMm<'a> {
             .is_some_and(|mm| mm.mmap_read_lock().vma_lookup(addr).is_some())
     }
 
+    /// Stores `words` at `addr` (a page the context mapped).
+    pub(crate) fn write_words(&self, addr: usize, words: &[u64]) -> Result {
+        let mut w = UserSlice::new(UserPtr::from_addr(addr), core::mem::size_of_val(words)).writer();
+        for word in words {
+            w.write(word)?;
+        }
+        Ok(())
+    }
+
+    /// Loads `words.len()` words from `addr`.
+    pub(crate) fn read_words(&self, addr: usize, words: &mut [u64]) -> Result {
+        let mut r = UserSlice::new(UserPtr::from_addr(addr), core::mem::size_of_val(words)).reader();
+        for word in words.iter_mut() {
+            *word = r.read()?;
+        }
+        Ok(())
+    }
+
     /// Initialises a block: `image` at `addr`, then zeroes up to `memsz` unless the memory is
     /// known to be zero already (`fresh`).
     pub(crate) fn init_block(
