@@ -52,10 +52,6 @@ use kernel::{
         Pid,
         Task, //
     },
-    time::{
-        delay::fsleep,
-        Delta, //
-    },
     uaccess::{
         UserPtr,
         UserSlice, //
@@ -564,7 +560,9 @@ impl Context {
                 if task.signal_pending() {
                     return Err(EINTR);
                 }
-                fsleep(Delta::from_millis(1));
+                // SAFETY: `msleep_interruptible` only sleeps the calling task, which may sleep
+                // here (no lock is held); a signal wakes it early.
+                unsafe { bindings::msleep_interruptible(1) };
                 continue;
             };
             // A change began since the record was made: it kept the snapshot, take that.
