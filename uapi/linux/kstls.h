@@ -149,17 +149,22 @@ struct kstls_stats {
  * reuse in the child. Nothing the parent registers, unregisters or touches after the fork reaches
  * the child: the kernel records every fork of a process that has a context (a probe on the
  * sched_process_fork tracepoint), and before the parent's first change since a fork it keeps, for
- * each child that has not adopted yet, the state that child will adopt. Any thread of the child
- * may call it; the forking thread's table becomes that of the child's first thread. A fork is
- * adopted once, and a failed ADOPT changes nothing (it may be tried again); the parent is not
- * changed. Up to 64 forks per context may await adoption at a time.
+ * each child that has not adopted yet, the state that child will adopt. Changes that other threads
+ * of the parent made while fork copied the address space are judged by the child's own copy: a
+ * page of the context's (the fork mark) counts the arenas mapped and the unregistrations begun,
+ * and the child keeps the arenas its copy counts. Any thread of the child may call it; the
+ * forking thread's table becomes that of the child's first thread. A fork is adopted once per
+ * context, a failed ADOPT charges nothing, and one that failed with EDQUOT, ENOMEM or EINTR may be
+ * tried again; the parent is not changed. Up to 64 forks per process may await adoption at a
+ * time. ADOPT may wait for the parent's lock, interruptibly.
  * Errors: EBADF @parent_fd is not open; EINVAL it is not a kstls fd, it is the caller's own
  * process's, non-zero reserved, or this context already has modules or threads; EPERM the caller
  * was not forked from that context while it existed (a child forked before it was opened, or
  * given the fd through SCM_RIGHTS), has exec'd since, or has adopted that fork already; ESTALE
- * the state at the fork cannot be had: another thread of the parent was changing its context,
- * mapping or unmapping block memory, as it forked; EDQUOT the user's quota has no room for the
- * child's state (or had none for the copy kept for it); ENOMEM memory could not be had.
+ * the state at the fork cannot be had: the child's copy was made before an unregistration that
+ * another thread of the parent began as it forked; EDQUOT the user's quota has no room for the
+ * child's state (or had none for the copy kept for it); EINTR a signal came while it waited for
+ * the parent's lock; ENOMEM memory could not be had.
  */
 struct kstls_adopt {
 	__u32 parent_fd;	/* in: the fd of the parent's context, inherited over fork */
