@@ -12,7 +12,8 @@
  * signal blocked: only SIGKILL ends it), and the test gives up after MAX_HANGS of them.
  *
  * Two ways to churn (the fixture's variants): dlopen and dlclose of another served object
- * (libalign16.so: its constructor registers it, its destructor unregisters it), and
+ * (libforkchurnN.so, one per thread, so that every dlclose unloads it: its constructor registers
+ * it, its destructor unregisters it), and
  * kstls_register, a first access and kstls_unregister of an image through the C API. Built for
  * glibc and musl, in both TLS dialects; musl never unloads an object (dlclose runs no
  * destructor), so there the dlopen variant is skipped.
@@ -110,12 +111,12 @@ FIXTURE(fork_race)
 {
 	void *served;
 	struct tls_ops ops;
-	char churn_lib[PATH_MAX];
+	char churn_lib[CHURNERS][PATH_MAX];
 };
 
 FIXTURE_VARIANT(fork_race)
 {
-	int dlopen_churn;	/* 1: dlopen/dlclose libalign16.so, 0: kstls_register */
+	int dlopen_churn;	/* 1: dlopen/dlclose libforkchurnN.so, 0: kstls_register */
 };
 
 FIXTURE_VARIANT_ADD(fork_race, dlopen_dlclose) { 1 };
@@ -127,7 +128,12 @@ FIXTURE_SETUP(fork_race)
 	uint64_t id;
 
 	self->ops.naddr = 5;
-	snprintf(self->churn_lib, sizeof(self->churn_lib), "%s", tls_lib_path("libalign16.so"));
+	for (int i = 0; i < CHURNERS; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "libforkchurn%d.so", i);
+		snprintf(self->churn_lib[i], sizeof(self->churn_lib[i]), "%s", tls_lib_path(name));
+	}
 	self->served = dlopen(tls_lib_path("libalign64.so"), RTLD_NOW | RTLD_LOCAL);
 	ASSERT_NE(NULL, self->served) TH_LOG("dlopen: %s", dlerror());
 	ASSERT_EQ(0, tls_ops_dlsym(self->served, "tlsobj_", &self->ops));
@@ -158,7 +164,7 @@ TEST_F_TIMEOUT(fork_race, children_read_served_tls, 600)
 	self->ops.set(VALUE);
 	ASSERT_EQ(0, self->ops.check(VALUE));
 	for (int i = 0; i < CHURNERS; i++) {
-		c[i] = (struct churner){ variant->dlopen_churn ? self->churn_lib : NULL, &stop };
+		c[i] = (struct churner){ variant->dlopen_churn ? self->churn_lib[i] : NULL, &stop };
 		ASSERT_EQ(0, pthread_create(&t[i], NULL, churn, &c[i]));
 	}
 	for (int i = 0; i < CHILDREN && hung < MAX_HANGS; i++) {
