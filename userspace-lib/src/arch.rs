@@ -2,7 +2,7 @@
 
 //! x86-64 helpers, a leaf of the crate: the page size, the thread pointer, the FS base, and the
 //! raw system calls rustix does not offer (`arch_prctl`, `rt_sigprocmask`, `tgkill`,
-//! `exit_group`). Nothing here knows about kstls; the assembly entry points that do are in
+//! `exit_group`, `kcmp`). Nothing here knows about kstls; the assembly entry points that do are in
 //! `entry.rs`.
 
 use core::arch::asm;
@@ -115,6 +115,25 @@ pub(crate) fn exit_group(status: usize) -> ! {
     }
 }
 
+const SYS_KCMP: usize = 312;
+const KCMP_VM: usize = 1;
+const ESRCH: isize = -3;
+
+/// Whether process `pid` shares the calling process's address space (`kcmp(KCMP_VM)`): `None`
+/// when the kernel cannot say (no `CONFIG_KCMP`, or not allowed to look at `pid`). A process
+/// that does not exist shares nothing.
+pub(crate) fn same_vm(pid: i32) -> Option<bool> {
+    let me = rustix::process::getpid().as_raw_nonzero().get() as usize;
+    // SAFETY: kcmp has no memory arguments.
+    let r = unsafe { syscall6(SYS_KCMP, [me, pid as usize, KCMP_VM, 0, 0, 0]) };
+    match r {
+        0 => Some(true),
+        ESRCH => Some(false),
+        r if r > 0 => Some(false),
+        _ => None,
+    }
+}
+
 /// Whether the 8 bytes at `addr` are readable, tested without touching them: the kernel reads
 /// them as the new signal mask of `rt_sigprocmask` with an invalid `how`, which fails with
 /// `EFAULT` when they cannot be read and with `EINVAL` (changing nothing) when they can. (Unlike
@@ -145,6 +164,18 @@ mod tests {
         assert!(readable(&word as *const u64 as usize));
         assert!(!readable(0));
         assert!(!readable(usize::MAX - PAGE + 1));
+    }
+
+    #[test]
+    fn same_vm_tells_this_process_from_its_parent() {
+        let me = rustix::process::getpid().as_raw_nonzero().get();
+        let parent = rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get());
+        // Where the kernel can say (CONFIG_KCMP, the parent visible to us).
+        if let Some(same) = same_vm(parent) {
+            assert!(!same);
+            assert_eq!(same_vm(me), Some(true));
+        }
+        assert_eq!(same_vm(i32::MAX), Some(false), "no such process");
     }
 
     #[test]

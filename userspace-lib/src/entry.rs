@@ -41,6 +41,7 @@ use crate::cache;
 use crate::cache::EMPTY_CACHE;
 use crate::cache::FAST;
 use crate::context;
+use crate::context::Failed;
 use crate::die;
 use crate::host;
 use crate::selfreg::Entries;
@@ -414,6 +415,11 @@ unsafe extern "C" fn tls_get_addr_slow(ti: *const kstls_tls_index) -> *mut c_voi
     }
     match context::get_addr(ti.module, ti.offset) {
         Ok(addr) => addr as *mut c_void,
-        Err(e) => die::die_errno(b"kstls: __tls_get_addr: KSTLS_IOC_GET_ADDR failed", e),
+        Err(Failed::Open(e)) => die::die_errno(b"kstls: __tls_get_addr: cannot open /dev/kstls", e),
+        Err(Failed::Adopt(e)) => die::die_errno(
+            b"kstls: __tls_get_addr: after fork, adopting the parent's context (KSTLS_IOC_ADOPT) failed",
+            e,
+        ),
+        Err(Failed::Op(e)) => die::die_errno(b"kstls: __tls_get_addr: KSTLS_IOC_GET_ADDR failed", e),
     }
 }
