@@ -134,6 +134,38 @@ pub(crate) fn same_vm(pid: i32) -> Option<bool> {
     }
 }
 
+/// XSAVE state components (bits of XCR0 and of an XSAVE mask, Intel SDM vol. 1, 13.1): x87,
+/// SSE (XMM0-15 and MXCSR), AVX (the upper halves of YMM0-15), AVX-512 (the opmask registers,
+/// the upper halves of ZMM0-15, ZMM16-31), AMX (TILECFG, TILEDATA).
+pub(crate) const XSTATE_X87: u64 = 1 << 0;
+pub(crate) const XSTATE_SSE: u64 = 1 << 1;
+pub(crate) const XSTATE_AVX: u64 = 1 << 2;
+pub(crate) const XSTATE_AVX512: u64 = 0b111 << 5;
+#[cfg(test)]
+pub(crate) const XSTATE_AMX: u64 = 0b11 << 17;
+
+/// The legacy region and the header of an XSAVE area: components 0 and 1 live in the first.
+pub(crate) const XSAVE_LEGACY_AND_HEADER: u32 = 576;
+
+/// The XSAVE mask with which the TLS descriptor resolver's slow path saves the extended state,
+/// on a CPU whose XCR0 is `xcr0`: every component the OS enabled.
+pub(crate) const fn xsave_mask(xcr0: u64) -> u64 {
+    xcr0
+}
+
+/// The bytes of a standard-format (not compacted) XSAVE area that holds the components of
+/// `mask`: the legacy region and header, then up to the end of the highest component saved,
+/// where `layout(i)` is component `i`'s (size, offset), CPUID leaf 0xD sub-leaf `i` (EAX, EBX).
+pub(crate) fn xsave_size(mask: u64, layout: impl Fn(u32) -> (u32, u32)) -> u32 {
+    (2..64)
+        .filter(|i| mask & (1 << i) != 0)
+        .map(|i| {
+            let (size, offset) = layout(i);
+            size.saturating_add(offset)
+        })
+        .fold(XSAVE_LEGACY_AND_HEADER, u32::max)
+}
+
 /// Whether the 8 bytes at `addr` are readable, tested without touching them: the kernel reads
 /// them as the new signal mask of `rt_sigprocmask` with an invalid `how`, which fails with
 /// `EFAULT` when they cannot be read and with `EINVAL` (changing nothing) when they can. (Unlike
@@ -176,6 +208,61 @@ mod tests {
             assert_eq!(same_vm(me), Some(true));
         }
         assert_eq!(same_vm(i32::MAX), Some(false), "no such process");
+    }
+
+    /// CPUID leaf 0xD on a Sapphire Rapids Xeon (AMX, AVX-512, PKRU): (size, offset) per
+    /// component; the area for all of XCR0 0x602e7 is 11008 bytes.
+    fn sapphire_rapids(i: u32) -> (u32, u32) {
+        match i {
+            2 => (256, 576),
+            5 => (64, 1088),
+            6 => (512, 1152),
+            7 => (1024, 1664),
+            9 => (8, 2688),
+            17 => (64, 2752),
+            18 => (8192, 2816),
+            _ => (0, 0),
+        }
+    }
+    const SPR_XCR0: u64 = 0x602e7;
+
+    #[test]
+    fn the_slow_path_saves_no_amx_state() {
+        let mask = xsave_mask(SPR_XCR0);
+        assert_eq!(mask & XSTATE_AMX, 0, "AMX tile state saved: mask {mask:#x}");
+        assert_eq!(mask & (1 << 9), 0, "PKRU saved: mask {mask:#x}");
+        assert_eq!(mask & (XSTATE_X87 | XSTATE_SSE), XSTATE_X87 | XSTATE_SSE);
+        // A SIGSTKSZ (8192-byte) alternate stack holds the area with room to spare.
+        let size = xsave_size(mask, sapphire_rapids);
+        assert!(size <= 2688, "{size} bytes for mask {mask:#x}");
+        assert_eq!(xsave_size(SPR_XCR0, sapphire_rapids), 11008, "the whole of XCR0");
+    }
+
+    #[test]
+    fn the_slow_path_saves_what_this_build_may_change() {
+        let mask = xsave_mask(SPR_XCR0);
+        let avx = cfg!(target_feature = "avx");
+        let avx512 = cfg!(target_feature = "avx512f");
+        assert_eq!(mask & XSTATE_AVX != 0, avx);
+        assert_eq!(mask & XSTATE_AVX512 == XSTATE_AVX512, avx512);
+        let want = if avx512 {
+            2688
+        } else if avx {
+            832
+        } else {
+            XSAVE_LEGACY_AND_HEADER
+        };
+        assert_eq!(xsave_size(mask, sapphire_rapids), want);
+        // Never a component the OS did not enable.
+        assert_eq!(xsave_mask(XSTATE_X87 | XSTATE_SSE), XSTATE_X87 | XSTATE_SSE);
+    }
+
+    #[test]
+    fn xsave_size_ends_at_the_highest_component() {
+        assert_eq!(xsave_size(0b11, sapphire_rapids), 576);
+        assert_eq!(xsave_size(0b111, sapphire_rapids), 832);
+        assert_eq!(xsave_size(0b1110_0111, sapphire_rapids), 2688);
+        assert_eq!(xsave_size(1 << 18 | 0b11, sapphire_rapids), 11008);
     }
 
     #[test]
