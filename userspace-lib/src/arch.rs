@@ -137,25 +137,65 @@ pub(crate) fn same_vm(pid: i32) -> Option<bool> {
 /// XSAVE state components (bits of XCR0 and of an XSAVE mask, Intel SDM vol. 1, 13.1): x87,
 /// SSE (XMM0-15 and MXCSR), AVX (the upper halves of YMM0-15), AVX-512 (the opmask registers,
 /// the upper halves of ZMM0-15, ZMM16-31), AMX (TILECFG, TILEDATA).
+#[cfg(any(feature = "capi", test))]
 pub(crate) const XSTATE_X87: u64 = 1 << 0;
+#[cfg(any(feature = "capi", test))]
 pub(crate) const XSTATE_SSE: u64 = 1 << 1;
+#[cfg(any(feature = "capi", test))]
 pub(crate) const XSTATE_AVX: u64 = 1 << 2;
+#[cfg(any(feature = "capi", test))]
 pub(crate) const XSTATE_AVX512: u64 = 0b111 << 5;
 #[cfg(test)]
 pub(crate) const XSTATE_AMX: u64 = 0b11 << 17;
 
 /// The legacy region and the header of an XSAVE area: components 0 and 1 live in the first.
+#[cfg(any(feature = "capi", test))]
 pub(crate) const XSAVE_LEGACY_AND_HEADER: u32 = 576;
 
+/// The state components that code compiled with these target features can change: x87 and SSE
+/// always (the x86-64 baseline: XMM registers and MXCSR), AVX and AVX-512 only when enabled.
+/// Legacy SSE instructions leave the upper halves of YMM and ZMM as they are, and no compiled
+/// code touches PKRU, AMX tiles or anything else without intrinsics the library never uses.
+#[cfg(any(feature = "capi", test))]
+pub(crate) const fn compiled_state(avx: bool, avx512f: bool) -> u64 {
+    let mut m = XSTATE_X87 | XSTATE_SSE;
+    if avx {
+        m |= XSTATE_AVX;
+    }
+    if avx512f {
+        m |= XSTATE_AVX512;
+    }
+    m
+}
+
+/// What the Rust code of this build (and the `core` it links, built for the baseline) can
+/// change: the components the TLS descriptor resolver's slow path saves, at most.
+#[cfg(any(feature = "capi", test))]
+pub(crate) const SLOW_PATH_STATE: u64 = compiled_state(
+    cfg!(target_feature = "avx"),
+    cfg!(target_feature = "avx512f"),
+);
+
 /// The XSAVE mask with which the TLS descriptor resolver's slow path saves the extended state,
-/// on a CPU whose XCR0 is `xcr0`: every component the OS enabled.
+/// on a CPU whose XCR0 is `xcr0`: what the slow path can change ([`SLOW_PATH_STATE`]) of what the
+/// OS enabled. The resolver's contract (the TLSDESC convention; glibc's resolvers after its
+/// bug 31372) is to return the offset in `%rax` and preserve every other register, vector
+/// state included: only state that the slow path changes needs saving. The system calls it
+/// makes preserve all user extended state (the kernel saves and restores it, and returns with
+/// it as it was); so the compiled code is all that matters, and its components are known at
+/// build time. AMX tile data alone is 8 KiB, which a signal handler's `SIGSTKSZ` alternate stack
+/// cannot hold.
+#[cfg(any(feature = "capi", test))]
 pub(crate) const fn xsave_mask(xcr0: u64) -> u64 {
-    xcr0
+    xcr0 & SLOW_PATH_STATE
 }
 
 /// The bytes of a standard-format (not compacted) XSAVE area that holds the components of
 /// `mask`: the legacy region and header, then up to the end of the highest component saved,
 /// where `layout(i)` is component `i`'s (size, offset), CPUID leaf 0xD sub-leaf `i` (EAX, EBX).
+/// The statement of what `entry.rs`'s `kstls_xsave_size` computes in assembly (it must run
+/// before any vector register is saved, so no Rust code can do it there).
+#[cfg(test)]
 pub(crate) fn xsave_size(mask: u64, layout: impl Fn(u32) -> (u32, u32)) -> u32 {
     (2..64)
         .filter(|i| mask & (1 << i) != 0)
@@ -255,6 +295,13 @@ mod tests {
         assert_eq!(xsave_size(mask, sapphire_rapids), want);
         // Never a component the OS did not enable.
         assert_eq!(xsave_mask(XSTATE_X87 | XSTATE_SSE), XSTATE_X87 | XSTATE_SSE);
+    }
+
+    #[test]
+    fn compiled_state_grows_with_the_target_features() {
+        assert_eq!(compiled_state(false, false), 0b11);
+        assert_eq!(compiled_state(true, false), 0b111);
+        assert_eq!(compiled_state(true, true), 0b1110_0111);
     }
 
     #[test]
