@@ -285,12 +285,18 @@ TEST(first_access_in_signal_handler)
 
 static struct tls_ops alt_ops = { .naddr = 4 };
 static volatile int alt_result = -1;
+static char *volatile alt_lo, *volatile alt_hi;	/* the alternate stack */
 
 static void on_alt_signal(int sig)
 {
+	char here;
 	int r;
 
 	(void)sig;
+	if (&here < alt_lo || &here >= alt_hi) {
+		alt_result = 20;	/* not on the alternate stack: nothing tested */
+		return;
+	}
 	r = alt_ops.check_fresh();
 	if (!r) {
 		alt_ops.set(2718);
@@ -299,19 +305,25 @@ static void on_alt_signal(int sig)
 	alt_result = r;
 }
 
+/* The PROT_NONE guard below the alternate stack: larger than any XSAVE area (11008 bytes with
+ * AMX), so that an area that does not fit faults instead of landing in the mapping below. */
+#define ALT_GUARD (16 << 10)
+
 /* A thread whose first access of the object is in a handler on a CLASSIC_SIGSTKSZ alternate
- * stack with a PROT_NONE page below it: an overflow is a SIGSEGV, not a silent overwrite. */
+ * stack with ALT_GUARD PROT_NONE bytes below it: an overflow is a SIGSEGV, not a silent
+ * overwrite. */
 static void *alt_thread(void *arg)
 {
-	long page = sysconf(_SC_PAGESIZE);
-	char *m = mmap(NULL, page + CLASSIC_SIGSTKSZ, PROT_READ | PROT_WRITE,
+	char *m = mmap(NULL, ALT_GUARD + CLASSIC_SIGSTKSZ, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	stack_t ss;
 
 	(void)arg;
-	if (m == MAP_FAILED || mprotect(m, page, PROT_NONE))
+	if (m == MAP_FAILED || mprotect(m, ALT_GUARD, PROT_NONE))
 		return (void *)1;
-	ss = (stack_t){ .ss_sp = m + page, .ss_size = CLASSIC_SIGSTKSZ };
+	alt_lo = m + ALT_GUARD;
+	alt_hi = alt_lo + CLASSIC_SIGSTKSZ;
+	ss = (stack_t){ .ss_sp = alt_lo, .ss_size = CLASSIC_SIGSTKSZ };
 	if (sigaltstack(&ss, NULL))
 		return (void *)2;
 	raise(SIGUSR2);
@@ -347,7 +359,7 @@ static unsigned int xsave_bytes(unsigned long long mask, unsigned long long *xcr
 /*
  * A thread's first TLS access (and, in this forked child, the process's first: the adoption)
  * from a signal handler on a CLASSIC_SIGSTKSZ alternate stack: the value is right and the guard
- * page below the stack untouched. In the gnu2 build that is the TLS descriptor resolver's slow
+ * below the stack untouched. In the gnu2 build that is the TLS descriptor resolver's slow
  * path, which saves the extended state its own code can change on that stack: x87 and SSE, 576
  * bytes, where all of XCR0 is over 11 KiB on a CPU with AMX.
  */
