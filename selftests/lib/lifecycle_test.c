@@ -10,10 +10,15 @@
  * kernel first and then by libkstls's fast path, a module id of the host forwarded to glibc's own
  * __tls_get_addr, a forged kstls id ending the process loudly instead of returning garbage, and
  * a module registered after it was used: the registering thread's earlier writes carry over,
- * another thread's do not (it starts from the image). Built for both TLS dialects.
+ * another thread's do not (it starts from the image), and a first access from a signal handler
+ * on an alternate stack of SIGSTKSZ bytes above a guard page (in the gnu2 build the TLS
+ * descriptor resolver's slow path, which saves extended state on that stack). Built for both
+ * TLS dialects.
  */
+#include <cpuid.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 #include "kselftest_harness.h"
@@ -269,6 +274,123 @@ TEST(first_access_in_signal_handler)
 		_exit(sig_result ? 40 + sig_result : 0);
 	}
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status)) TH_LOG("status %#x", status);
+	ASSERT_EQ(0, WEXITSTATUS(status));
+	dlclose(h);
+}
+
+/* SIGSTKSZ as <signal.h> defined it before glibc made it sysconf(_SC_SIGSTKSZ) (with
+ * _GNU_SOURCE), and as musl defines it: what programs have long given sigaltstack. */
+#define CLASSIC_SIGSTKSZ 8192
+
+static struct tls_ops alt_ops = { .naddr = 4 };
+static volatile int alt_result = -1;
+static char *volatile alt_lo, *volatile alt_hi;	/* the alternate stack */
+
+static void on_alt_signal(int sig)
+{
+	char here;
+	int r;
+
+	(void)sig;
+	if (&here < alt_lo || &here >= alt_hi) {
+		alt_result = 20;	/* not on the alternate stack: nothing tested */
+		return;
+	}
+	r = alt_ops.check_fresh();
+	if (!r) {
+		alt_ops.set(2718);
+		r = alt_ops.check(2718) ? 10 : 0;
+	}
+	alt_result = r;
+}
+
+/* The PROT_NONE guard below the alternate stack: larger than any XSAVE area (11008 bytes with
+ * AMX), so that an area that does not fit faults instead of landing in the mapping below. */
+#define ALT_GUARD (16 << 10)
+
+/* A thread whose first access of the object is in a handler on a CLASSIC_SIGSTKSZ alternate
+ * stack with ALT_GUARD PROT_NONE bytes below it: an overflow is a SIGSEGV, not a silent
+ * overwrite. */
+static void *alt_thread(void *arg)
+{
+	char *m = mmap(NULL, ALT_GUARD + CLASSIC_SIGSTKSZ, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	stack_t ss;
+
+	(void)arg;
+	if (m == MAP_FAILED || mprotect(m, ALT_GUARD, PROT_NONE))
+		return (void *)1;
+	alt_lo = m + ALT_GUARD;
+	alt_hi = alt_lo + CLASSIC_SIGSTKSZ;
+	ss = (stack_t){ .ss_sp = alt_lo, .ss_size = CLASSIC_SIGSTKSZ };
+	if (sigaltstack(&ss, NULL))
+		return (void *)2;
+	raise(SIGUSR2);
+	ss = (stack_t){ .ss_flags = SS_DISABLE };
+	sigaltstack(&ss, NULL);
+	if (alt_result)
+		return (void *)(long)(10 + alt_result);
+	/* The thread's own code sees what the handler wrote. */
+	return alt_ops.check(2718) ? (void *)3 : NULL;
+}
+
+/* The XSAVE area sizes CPUID gives for XCR0 & @mask (standard format): 0 without OSXSAVE. */
+static unsigned int xsave_bytes(unsigned long long mask, unsigned long long *xcr0)
+{
+	unsigned int a, b, c, d, lo, hi, size = 576;
+
+	__cpuid(1, a, b, c, d);
+	if (!(c & (1u << 27)))
+		return *xcr0 = 0, 0;
+	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	*xcr0 = (unsigned long long)hi << 32 | lo;
+	mask &= *xcr0;
+	for (unsigned int i = 2; i < 64; i++) {
+		if (!(mask & (1ULL << i)))
+			continue;
+		__cpuid_count(0xd, i, a, b, c, d);
+		if (a + b > size)
+			size = a + b;
+	}
+	return size;
+}
+
+/*
+ * A thread's first TLS access (and, in this forked child, the process's first: the adoption)
+ * from a signal handler on a CLASSIC_SIGSTKSZ alternate stack: the value is right and the guard
+ * below the stack untouched. In the gnu2 build that is the TLS descriptor resolver's slow
+ * path, which saves the extended state its own code can change on that stack: x87 and SSE, 576
+ * bytes, where all of XCR0 is over 11 KiB on a CPU with AMX.
+ */
+TEST(first_access_on_a_sigstksz_altstack)
+{
+	unsigned long long xcr0;
+	unsigned int all = xsave_bytes(~0ULL, &xcr0), sse = xsave_bytes(3, &xcr0);
+	struct sigaction sa = { .sa_handler = on_alt_signal, .sa_flags = SA_ONSTACK };
+	int status;
+	pid_t pid;
+	void *h = dlopen(tls_lib_path("libtlsobj_dl.so"), RTLD_NOW | RTLD_LOCAL);
+
+	ksft_print_msg("%s: XCR0 %#llx: XSAVE area for all of it %u bytes, for x87+SSE (the slow path's) %u; alternate stack %d bytes, sysconf(_SC_SIGSTKSZ) %ld\n",
+		       TLS_DIALECT, xcr0, all, sse, CLASSIC_SIGSTKSZ, sysconf(_SC_SIGSTKSZ));
+	ASSERT_NE(NULL, h) TH_LOG("dlopen: %s", dlerror());
+	ASSERT_EQ(0, tls_ops_dlsym(h, "tlsobj_", &alt_ops));
+	ASSERT_EQ(0, sigaction(SIGUSR2, &sa, NULL));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		pthread_t t;
+		void *r;
+
+		if (pthread_create(&t, NULL, alt_thread, NULL) || pthread_join(t, &r))
+			_exit(99);
+		_exit((int)(long)r);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_FALSE(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV)
+		TH_LOG("SIGSEGV: the handler's first access overflowed the %d-byte alternate stack",
+		       CLASSIC_SIGSTKSZ);
 	ASSERT_TRUE(WIFEXITED(status)) TH_LOG("status %#x", status);
 	ASSERT_EQ(0, WEXITSTATUS(status));
 	dlclose(h);

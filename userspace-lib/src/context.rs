@@ -14,6 +14,31 @@
 //! Everything but the lookups runs under the lock of `lock.rs`; the first use is set up lazily,
 //! so a first TLS access inside a signal handler works (no allocation, all signals blocked
 //! while the lock is held).
+//!
+//! **Forked in the middle of something.** Another thread of the parent may hold the lock at the
+//! fork; the child gets the lock free (`lock.rs`) and whatever that thread had done so far of its
+//! work, which nobody finishes in the child. Each such state is safe for the child's own use:
+//! - The first open (`ensure_locked`): the device opened but `FD` not yet published. The child
+//!   sees no context and opens its own; the parent's fd stays open in it, unnamed (close-on-exec,
+//!   gone at `exec` or exit). No module of this copy was registered yet, so nothing is lost.
+//! - An adoption (`adopt_locked`, in a child that forks again): before the `dup3`, the number in
+//!   `FD` still names the grandparent's context, which the grandchild may not adopt: its first
+//!   access fails with the message of `entry.rs` (`KSTLS_IOC_ADOPT` failed); after it, the
+//!   grandchild adopts as usual. The fd of the half-done adoption stays open, unnamed.
+//! - A registration: the kernel has the module but `NR_MODULES` and the module table of
+//!   `selfreg.rs` may not count it yet; an unregistration: the converse. The module is one whose
+//!   `dlopen` or `dlclose` never returns in the child, so the child never reaches its TLS. The
+//!   count being off by one only moves the automatic close: earlier (the kernel frees the
+//!   uncounted module with the context) or never (the context stays until `exec` or exit).
+//! - The cache: `FAST`, wiped on fork, says there is none, and the kernel does not copy its
+//!   mapping, so a half-made or half-withdrawn mapping is invisible to the child.
+//! - The kernel's own side: a child forked while another thread was changing the context in a
+//!   way that mapped or unmapped memory may be refused its adoption (`ESTALE`, the fork log of the
+//!   module); that ends its first access with the same message, never a wrong address.
+//!
+//! A `CLONE_VM` child (`vfork`, `posix_spawn`) shares the parent's memory and address space: the
+//! kernel answers it through the parent's context (the owner is the mm, not the pid), so it never
+//! adopts; its lock is the parent's, waited for, never taken over (`lock.rs`).
 
 use core::sync::atomic::AtomicI32;
 use core::sync::atomic::AtomicU32;
@@ -38,11 +63,16 @@ use crate::lock;
 use crate::lock::Guard;
 use crate::uapi::*;
 
-/// The context's fd, -1 while closed. Survives fork (the child adopts through it).
+/// The context's fd, -1 while closed. Survives fork (the child adopts through it). Published
+/// last when the context opens, withdrawn first when it closes (see the module doc for a fork
+/// in between).
 static FD: AtomicI32 = AtomicI32::new(-1);
-/// The process that opened or adopted the context (fork copies it: a child sees its parent's).
+/// The process that opened or adopted the context (fork copies it: a child sees its parent's,
+/// and so does a `CLONE_VM` child, whose adoption the kernel refuses: it shares the context).
 static OWNER: AtomicI32 = AtomicI32::new(0);
-/// Modules registered through this copy; the context is closed when it drops to 0.
+/// Modules registered through this copy; the context is closed when it drops to 0. Changed
+/// under the lock after the kernel's answer: a child forked in between may count one module
+/// too many or too few (see the module doc).
 static NR_MODULES: AtomicU32 = AtomicU32::new(0);
 
 fn borrow(fd: i32) -> BorrowedFd<'static> {
@@ -138,16 +168,35 @@ fn adopt_locked(_g: &Guard, old: i32) -> Result<(), Errno> {
     Ok(())
 }
 
+/// The step of a slow-path access that failed, for a message that says which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failed {
+    /// Opening `/dev/kstls` (or a context of another ABI version).
+    Open(Errno),
+    /// Adopting the parent's context after fork (`KSTLS_IOC_ADOPT`, the fd swap, the cache).
+    Adopt(Errno),
+    /// The operation itself.
+    Op(Errno),
+}
+
+impl Failed {
+    pub(crate) fn errno(self) -> Errno {
+        match self {
+            Failed::Open(e) | Failed::Adopt(e) | Failed::Op(e) => e,
+        }
+    }
+}
+
 /// Runs `op` on the context's fd; on `EPERM` from an fd inherited over fork, adopts and retries
 /// once. `op` runs without the lock.
-fn with_fd<T>(op: impl Fn(i32) -> Result<T, Errno>) -> Result<T, Errno> {
-    let fd = fd()?;
+fn with_fd<T>(op: impl Fn(i32) -> Result<T, Errno>) -> Result<T, Failed> {
+    let fd = fd().map_err(Failed::Open)?;
     match op(fd) {
         Err(Errno::PERM) => {
-            adopt_locked(&lock::lock(), fd)?;
-            op(FD.load(Acquire))
+            adopt_locked(&lock::lock(), fd).map_err(Failed::Adopt)?;
+            op(FD.load(Acquire)).map_err(Failed::Op)
         }
-        r => r,
+        r => r.map_err(Failed::Op),
     }
 }
 
@@ -164,7 +213,7 @@ fn with_fd_locked<T>(g: &Guard, op: impl Fn(i32) -> Result<T, Errno>) -> Result<
 }
 
 /// The slow path: `KSTLS_IOC_GET_ADDR`, which also fills the cache.
-pub(crate) fn get_addr(module: u64, offset: u64) -> Result<u64, Errno> {
+pub(crate) fn get_addr(module: u64, offset: u64) -> Result<u64, Failed> {
     with_fd(|fd| {
         let mut ga = kstls_get_addr {
             ti: kstls_tls_index { module, offset },
@@ -186,7 +235,7 @@ pub(crate) fn tls_addr(module: u64, offset: u64) -> Result<u64, Errno> {
     if let Some(addr) = cache::fast_lookup(module, offset) {
         return Ok(addr);
     }
-    get_addr(module, offset)
+    get_addr(module, offset).map_err(Failed::errno)
 }
 
 /// `KSTLS_IOC_STATS` for `module` (0: all) and `tid` (0: all threads).
@@ -201,6 +250,7 @@ pub(crate) fn stats(module: u64, tid: u32) -> Result<kstls_stats, Errno> {
         unsafe { update::<KSTLS_IOC_STATS, _>(fd, &mut st) }?;
         Ok(st)
     })
+    .map_err(Failed::errno)
 }
 
 /// `KSTLS_IOC_REGISTER`, counted for the automatic close.

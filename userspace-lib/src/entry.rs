@@ -37,10 +37,12 @@ use core::sync::atomic::AtomicUsize;
 use core::sync::atomic::Ordering::Acquire;
 use core::sync::atomic::Ordering::Release;
 
+use crate::arch;
 use crate::cache;
 use crate::cache::EMPTY_CACHE;
 use crate::cache::FAST;
 use crate::context;
+use crate::context::Failed;
 use crate::die;
 use crate::host;
 use crate::selfreg::Entries;
@@ -164,10 +166,13 @@ global_asm!(
     // The hit path is the lookup of `__tls_get_addr` with three registers pushed (the thread
     // pointer is read from `%fs:0` where it is needed rather than kept in one). A miss saves the
     // four more that `kstls_probe` uses and probes the next slots; the slow path (a first touch,
-    // strict mode, a thread without a slot) saves the last caller-saved register and the whole
-    // extended state with `xsave` (64-byte-aligned area of the size CPUID leaf 0xD gives; `fxsave`
-    // without XSAVE), since the Rust slow path may use any vector register, and calls it with the
-    // stack aligned.
+    // strict mode, a thread without a slot) saves the last caller-saved register and the extended
+    // state its Rust code can change (`tlsdesc_slow`, which reaches nothing but this crate's code
+    // and system calls): with `xsave` and the mask `arch::xsave_mask` gives (x87 and SSE for the
+    // x86-64 baseline; never AMX tiles, PKRU or what the build cannot touch), in a 64-byte-aligned
+    // area of the size `kstls_xsave_size` works out from CPUID leaf 0xD; `fxsave` without XSAVE.
+    // The system calls preserve every register of user extended state. Then it calls the Rust
+    // code with the stack aligned.
     ".globl kstls_tlsdesc",
     ".type kstls_tlsdesc, @function",
     ".p2align 4",
@@ -255,20 +260,20 @@ global_asm!(
     "mov %rdx, 552(%rsp)",
     "mov %rdx, 560(%rsp)",
     "mov %rdx, 568(%rsp)",
-    "mov $-1, %eax",                    // every state component XCR0 enables
-    "mov $-1, %edx",
+    "mov {xmask}(%rip), %eax",          // what the slow path can change (arch::xsave_mask)
+    "xor %edx, %edx",
     "xsave64 (%rsp)",
     "mov %rbx, %rdi",
-    "call {slow}",
+    "call {dslow}",
     "mov %rax, %rbx",
-    "mov $-1, %eax",
-    "mov $-1, %edx",
+    "mov {xmask}(%rip), %eax",
+    "xor %edx, %edx",
     "xrstor64 (%rsp)",
     "jmp 6f",
     "5:",
     "fxsave64 (%rsp)",
     "mov %rbx, %rdi",
-    "call {slow}",
+    "call {dslow}",
     "mov %rax, %rbx",
     "fxrstor64 (%rsp)",
     "6:",
@@ -285,9 +290,12 @@ global_asm!(
     ".cfi_endproc",
     ".size kstls_tlsdesc, . - kstls_tlsdesc",
     "",
-    // kstls_xsave_size: eax = the bytes the slow path saves the extended state in: CPUID
-    // (0xD, 0).EBX, the size of the XSAVE area for what XCR0 enables, when the OS enabled
-    // XSAVE (CPUID.1:ECX.OSXSAVE), else 512 (FXSAVE). Looked up once. Preserves all but rax.
+    // kstls_xsave_size: eax = the bytes the slow path saves the extended state in, and
+    // XSAVE_MASK the components it saves: when the OS enabled XSAVE (CPUID.1:ECX.OSXSAVE), the
+    // mask is XCR0 & arch::SLOW_PATH_STATE (arch::xsave_mask) and the size that of a standard
+    // XSAVE area up to the end of the highest component of the mask (arch::xsave_size: the
+    // legacy region and header, then each component's CPUID (0xD, i) size EAX plus offset EBX);
+    // else 512 (FXSAVE). Looked up once, the mask stored before the size. Preserves all but rax.
     ".p2align 4",
     ".type kstls_xsave_size, @function",
     "kstls_xsave_size:",
@@ -300,20 +308,40 @@ global_asm!(
     "kstls_push %rbx",
     "kstls_push %rcx",
     "kstls_push %rdx",
+    "kstls_push %rsi",
+    "kstls_push %rdi",
+    "kstls_push %r8",
     "mov $1, %eax",
     "cpuid",
-    "mov $512, %eax",
+    "mov $512, %esi",                   // esi = the size
     "bt $27, %ecx",
     "jnc 3f",
-    "mov $0xd, %eax",
     "xor %ecx, %ecx",
-    "cpuid",
-    "mov $512, %eax",
-    "cmp $576, %ebx",                   // never less than legacy area + header
-    "jb 3f",
-    "mov %ebx, %eax",
+    "xgetbv",                           // edx:eax = XCR0
+    "and ${state}, %eax",               // the mask, below bit 32
+    "mov %eax, %edi",
+    "mov %eax, {xmask}(%rip)",
+    "mov ${legacy}, %esi",
+    "mov $2, %r8d",                     // r8 = component
+    "4:",
+    "bt %r8d, %edi",
+    "jnc 5f",
+    "mov $0xd, %eax",
+    "mov %r8d, %ecx",
+    "cpuid",                            // eax = size, ebx = offset
+    "add %ebx, %eax",
+    "cmp %esi, %eax",
+    "cmova %eax, %esi",
+    "5:",
+    "inc %r8d",
+    "cmp $32, %r8d",
+    "jb 4b",
     "3:",
-    "mov %eax, {xsize}(%rip)",          // racing threads store the same value
+    "mov %esi, %eax",
+    "mov %eax, {xsize}(%rip)",          // racing threads store the same values
+    "kstls_pop %r8",
+    "kstls_pop %rdi",
+    "kstls_pop %rsi",
     "kstls_pop %rdx",
     "kstls_pop %rcx",
     "kstls_pop %rbx",
@@ -326,7 +354,11 @@ global_asm!(
     delta = sym FAST,
     host = sym HOST_TLS_GET_ADDR,
     xsize = sym XSAVE_SIZE,
+    xmask = sym XSAVE_MASK,
     slow = sym tls_get_addr_slow,
+    dslow = sym tlsdesc_slow,
+    state = const arch::xsave_mask(u64::MAX), // and XCR0: arch::xsave_mask(XCR0)
+    legacy = const arch::XSAVE_LEGACY_AND_HEADER,
     mul = const cache::ASM_HASH_MUL,
     shift4 = const cache::ASM_HASH_SHIFT,
     mask16 = const cache::ASM_SLOT_MASK,
@@ -337,6 +369,11 @@ global_asm!(
 
 /// The size of the resolver's extended-state save area, 0 until its first slow path.
 static XSAVE_SIZE: AtomicU32 = AtomicU32::new(0);
+/// The XSAVE mask of the resolver's slow path (`arch::xsave_mask`), valid once `XSAVE_SIZE` is.
+static XSAVE_MASK: AtomicU32 = AtomicU32::new(0);
+
+// The mask is built into `and $imm32` (and XSAVE's EDX half is 0).
+const _: () = assert!(arch::xsave_mask(u64::MAX) < 1 << 31);
 
 // The psABI's `tls_index` as the entry reads it: the module id at `(%rdi)` (its low byte by
 // `movzbl`), the offset at `8(%rdi)`.
@@ -412,8 +449,36 @@ unsafe extern "C" fn tls_get_addr_slow(ti: *const kstls_tls_index) -> *mut c_voi
         // argument.
         return unsafe { host(ti) };
     }
+    kstls_addr(ti)
+}
+
+/// The slow path of `kstls_tlsdesc`, called with the stack aligned and only the extended state
+/// saved that this crate's own code can change (see the resolver): so it reaches nothing else.
+/// A kstls id goes to the `GET_ADDR` ioctl; a host module's id, which no descriptor that
+/// registration rewrote holds, ends the process (the host's `__tls_get_addr`, code of another
+/// build, could change vector state the resolver has not saved).
+///
+/// # Safety
+///
+/// `ti` points to a readable `tls_index`, the descriptor's argument.
+unsafe extern "C" fn tlsdesc_slow(ti: *const kstls_tls_index) -> *mut c_void {
+    // SAFETY: The descriptor's argument is a `tls_index`, by the resolver's contract.
+    let ti = unsafe { &*ti };
+    if ti.module < KSTLS_MODULE_ID_MIN {
+        die::die(b"kstls: kstls_tlsdesc: the descriptor's tls_index holds no kstls module id\n");
+    }
+    kstls_addr(ti)
+}
+
+/// The address of a kstls id's variable from the `GET_ADDR` ioctl; any failure ends the process.
+fn kstls_addr(ti: &kstls_tls_index) -> *mut c_void {
     match context::get_addr(ti.module, ti.offset) {
         Ok(addr) => addr as *mut c_void,
-        Err(e) => die::die_errno(b"kstls: __tls_get_addr: KSTLS_IOC_GET_ADDR failed", e),
+        Err(Failed::Open(e)) => die::die_errno(b"kstls: __tls_get_addr: cannot open /dev/kstls", e),
+        Err(Failed::Adopt(e)) => die::die_errno(
+            b"kstls: __tls_get_addr: after fork, adopting the parent's context (KSTLS_IOC_ADOPT) failed",
+            e,
+        ),
+        Err(Failed::Op(e)) => die::die_errno(b"kstls: __tls_get_addr: KSTLS_IOC_GET_ADDR failed", e),
     }
 }

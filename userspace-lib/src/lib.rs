@@ -43,7 +43,8 @@
 //! | layer | files |
 //! | --- | --- |
 //! | leaves | `uapi.rs` (the ABI, generated from `uapi/linux/kstls.h`); `arch.rs` (x86-64: the thread pointer, the FS base, raw syscalls) |
-//! | then | `lock.rs` (the one lock, signals blocked); `die.rs` (the loud failure); `elf.rs` (a module's headers in memory: `PT_TLS`, `_DYNAMIC`, relocations, symbols and their hash tables) |
+//! | then | `die.rs` (the loud failure); `elf.rs` (a module's headers in memory: `PT_TLS`, `_DYNAMIC`, relocations, symbols and their hash tables) |
+//! | then | `lock.rs` (the one lock, signals blocked, never inherited held by a forked child) |
 //! | then | `cache.rs` (the fast-path cache: `EMPTY_CACHE`, the wipe-on-fork `FAST`, mapping it, the lookup) |
 //! | then | `context.rs` (the `/dev/kstls` fd, fork adoption, the ioctls) |
 //! | then | `tlsdesc.rs` (a module's TLS descriptors: which are its own, the host's block they tell of, their rewrite) |

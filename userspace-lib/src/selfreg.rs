@@ -70,7 +70,11 @@ pub(crate) struct Entries {
 
 /// One module registered by `register_module` in this copy: its ELF header address (0: a free
 /// entry), its kstls id, and the mapping of its rewritten descriptors' `tls_index`es. Written
-/// under the lock.
+/// under the lock: `base` last when an entry is filled, first when it is freed, so a child forked
+/// while another thread was in the middle (`context.rs` on forks) sees the entry free, for a
+/// module whose `dlopen` or `dlclose` never returns in the child. Its descriptors' half-made
+/// index mapping and a RELRO page left writable by `with_slots_writable` stay so in that child,
+/// in that module only.
 struct Registered {
     base: AtomicUsize,
     id: AtomicU64,
@@ -190,8 +194,8 @@ pub(crate) unsafe fn register_module(
             }
         }
     }
-    entry.base.store(m.base, Relaxed);
     entry.id.store(id, Relaxed);
+    entry.base.store(m.base, Relaxed);
     drop(g);
     if let Some(h) = host {
         carry_over(h, id, tls.p_memsz);
