@@ -439,17 +439,19 @@ impl Snapshots {
     }
 
     /// Notes that the child of the record `id` in `slot` adopted the context's present state;
-    /// false if it had adopted already or a snapshot was made meanwhile.
+    /// false if it had adopted already. A snapshot made for it since it read that state (a
+    /// change began after it let the lock go) is of the same state, and is dropped.
     pub(crate) fn adopted(&self, slot: usize, id: u64) -> bool {
         let mut l = self.list.lock();
         let Some(s) = l.get_mut(slot) else {
             return false;
         };
-        if s.id == id && !matches!(s.held, Held::Nothing) {
+        if s.id == id && matches!(s.held, Held::Adopted) {
             return false;
         }
         s.id = id;
-        // What the slot held was for an older record, whose child is gone: freed after the lock.
+        // What the slot held (for an older record, whose child is gone, or this record's
+        // snapshot) is freed after the lock.
         let old = core::mem::replace(&mut s.held, Held::Adopted);
         drop(l);
         drop(old);
@@ -574,6 +576,10 @@ mod tests {
         assert!(s.adopted(3, 8));
         assert!(matches!(s.peek(3, 8), Peek::Adopted));
         assert!(!s.adopted(3, 8));
+        // A snapshot made after the child read the present state is of that same state.
+        s.put(4, 9, Err(ENOMEM));
+        assert!(s.adopted(4, 9));
+        assert!(!s.adopted(4, 9));
         // The record of slot 3 is gone: what was kept for it goes.
         s.prune(&[0; MAX_PENDING]);
         assert!(matches!(s.peek(3, 8), Peek::Nothing));
