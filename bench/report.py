@@ -201,7 +201,7 @@ def parse(lines, name):
     return env, raw
 
 
-FORK_SUMMARY_HEADER = ["platform", "contexts", "ns_median", "ns_p10", "ns_p90", "paired_x0",
+FORK_SUMMARY_HEADER = ["platform", "contexts", "ns_median", "ns_p10", "ns_p90", "ns_mean", "paired_x0",
                        "medians_x0", "holder_forks_per_s"]
 FORK_RAW_HEADER = ["platform", "contexts", "repeat", "op", "ns", "holder_forks", "elapsed_ns"]
 
@@ -286,7 +286,8 @@ class Fork:
             forks = sum(self.samples[(c, r)]["forks"] for r in range(self.repeats))
             elapsed = sum(self.samples[(c, r)]["elapsed"] for r in range(self.repeats))
             self.stats[c] = dict(median=statistics.median(ns), p10=percentile(ns, 0.1),
-                                 p90=percentile(ns, 0.9), by_repeat=per,
+                                 p90=percentile(ns, 0.9), mean=statistics.fmean(ns),
+                                 by_repeat=per,
                                  forks_per_s=forks * 1e9 / elapsed)
         base = self.stats[0]
         for c in self.contexts:
@@ -402,7 +403,7 @@ def write_csvs(out, platforms):
         for p in forks:
             for c in p.fork.contexts:
                 s = p.fork.stats[c]
-                w.writerow([p.name, c] + ["%.0f" % s[k] for k in ("median", "p10", "p90")]
+                w.writerow([p.name, c] + ["%.0f" % s[k] for k in ("median", "p10", "p90", "mean")]
                            + ["%.3f" % s["paired_x0"], "%.3f" % s["medians_x0"],
                               "%.2f" % s["forks_per_s"]])
     with open(os.path.join(out, "fork_raw.csv"), "w", newline="") as f:
@@ -710,18 +711,19 @@ def fork_section(p):
       " median over repeats of the repeat's median over phase 0's) has the machine's drift"
       " taken out. Pinned: %s.\n" % (env.get("other_uid", "?"), fk.repeats, fk.ops,
                                       env.get("pinned", "?")))
-    w("| contexts of the other user | median | p10 | p90 | x 0 paired | x 0 of medians |"
+    w("| contexts of the other user | median | p10 | p90 | mean | x 0 paired | x 0 of medians |"
       " the other user's forks/s |")
-    w("|---:|---:|---:|---:|---:|---:|---:|")
+    w("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in fk.contexts:
         s = fk.stats[c]
-        w("| %d | %s | %s | %s | %.2f | %.2f | %.1f |" % (
-            c, fmt(s["median"]), fmt(s["p10"]), fmt(s["p90"]), s["paired_x0"],
+        w("| %d | %s | %s | %s | %s | %.2f | %.2f | %.1f |" % (
+            c, fmt(s["median"]), fmt(s["p10"]), fmt(s["p90"]), fmt(s["mean"]), s["paired_x0"],
             s["medians_x0"], s["forks_per_s"]))
     w("")
     s = fk.stats[fk.big]
-    w("**%d / 0 contexts**: %.2f paired (%.2f of medians); p90 %s ns against %s ns.\n" % (
-        fk.big, s["paired_x0"], s["medians_x0"], fmt(s["p90"]), fmt(fk.stats[0]["p90"])))
+    w("**%d / 0 contexts**: %.2f paired (%.2f of medians); p90 %s ns against %s ns, mean %s"
+      " against %s.\n" % (fk.big, s["paired_x0"], s["medians_x0"], fmt(s["p90"]),
+                            fmt(fk.stats[0]["p90"]), fmt(s["mean"]), fmt(fk.stats[0]["mean"])))
     return out
 
 

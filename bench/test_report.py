@@ -265,7 +265,8 @@ class ReportTest(unittest.TestCase):
         self.assertIn("two outputs of platform uml", err)
 
     def fork_table(self, md):
-        """The fork_cost table: {contexts: [median, p10, p90, x0 paired, x0 of medians, forks/s]}."""
+        """The fork_cost table: {contexts: [median, p10, p90, mean, x0 paired, x0 of medians,
+        forks/s]}."""
         start = md.index("| contexts of the other user |")
         rows = {}
         for line in md[start:].split("\n")[2:]:
@@ -283,12 +284,12 @@ class ReportTest(unittest.TestCase):
         rows = self.fork_table(md)
         self.assertEqual(sorted(rows), [0, 1, 8000])
         # 3 repeats x ops 1000..1004: median 1002, p10 1000.4 -> "1000", p90 1003.6 -> "1004".
-        self.assertEqual(rows[0][:3], ["1002", "1000", "1004"])
+        self.assertEqual(rows[0][:4], ["1002", "1000", "1004", "1002"])
         self.assertEqual(rows[8000][0], "3002")
-        self.assertEqual(rows[8000][3], "%.2f" % (3002 / 1002))
-        self.assertEqual(rows[0][3], "1.00")
+        self.assertEqual(rows[8000][4], "%.2f" % (3002 / 1002))
+        self.assertEqual(rows[0][4], "1.00")
         # 4 forks in 2 s per sample.
-        self.assertEqual(rows[1][5], "2.0")
+        self.assertEqual(rows[1][6], "2.0")
         self.assertIn("**8000 / 0 contexts**: %.2f paired" % (3002 / 1002), md)
         t = self.target_rows(md)
         fork = [v for k, v in t.items() if k[0] == "qemu-prod" and "fork_cost" in k[1]]
@@ -320,9 +321,9 @@ class ReportTest(unittest.TestCase):
                                       + fork_output(ns=ns, repeats=3))
         self.assertEqual(rc, 0, err)
         rows = self.fork_table(md)
-        self.assertEqual(rows[8000][3], "3.00")
-        self.assertEqual(rows[8000][4], "2.00")
-        self.assertEqual(rows[1][3], "1.00")
+        self.assertEqual(rows[8000][4], "3.00")
+        self.assertEqual(rows[8000][5], "2.00")
+        self.assertEqual(rows[1][4], "1.00")
 
     def test_broken_fork_runs_fail(self):
         prod = output("qemu-prod", ["syscall"])
