@@ -4,10 +4,15 @@
 platform) into the benchmark's results: raw.csv (every sample), summary.csv (median, p10, p90
 per platform, path, threads, modules), breakdown.csv (the strict path's steps), table.md (the
 Markdown report: the targets of every platform, then a section per platform) and scaling.png
-(the scaling runs).
+(the scaling runs); and from the "KB:fork_" lines of bench/fork_cost, when an output has
+them, fork.csv and fork_raw.csv (a victim's fork + waitpid while another user forks from a
+process of 0, 1 and N contexts) and a section of table.md.
 
     report.py OUT_DIR GUEST_OUTPUT [GUEST_OUTPUT...] [--command CMD] [--host-cpu MODEL]
-              [--qemu VERSION] [--no-plot]
+              [--qemu VERSION] [--fork-platform NAME] [--no-plot]
+
+--fork-platform NAME: that platform's output must have a complete fork_cost run (bench.sh
+passes qemu-prod, whose guest runs it after the syscall set).
 
 Each output says on its KB:env lines which platform ran it (kstls_bench --platform) and which
 sets of paths (--set): uml judges the user set's targets, qemu-prod the syscall set's; any other
@@ -15,7 +20,8 @@ platform (qemu-debug: the demo's debug kernel) is reported without judging.
 
 It fails (exit 1), saying why, when a run is broken: the benchmark reported an error or did not
 end, a sample is missing or not a positive number, an expected row of the output's set is
-absent, two outputs name the same platform. Timings never make it fail: a missed target is a
+absent, two outputs name the same platform, a fork_cost run that reported an error, did not
+end or lacks a sample. Timings never make it fail: a missed target is a
 **no** in table.md, with where the time goes beside it.
 """
 import argparse
@@ -195,6 +201,106 @@ def parse(lines, name):
     return env, raw
 
 
+FORK_SUMMARY_HEADER = ["platform", "contexts", "ns_median", "ns_p10", "ns_p90", "ns_mean", "paired_x0",
+                       "medians_x0", "holder_forks_per_s"]
+FORK_RAW_HEADER = ["platform", "contexts", "repeat", "op", "ns", "holder_forks", "elapsed_ns"]
+
+
+def parse_fork(lines, name):
+    """The run of bench/fork_cost in one output (its "KB:fork_" lines), or None when it has
+    none: dict(env, samples={(contexts, repeat): dict(forks, elapsed, ns=[...])})."""
+    env, samples, errors, ends, seen = {}, {}, [], [], False
+    for line in lines:
+        line = line.rstrip("\r\n")
+        if not line.startswith("KB:fork_"):
+            continue
+        seen = True
+        kind, _, rest = line[len("KB:fork_"):].partition(":")
+        if kind == "env":
+            key, _, value = rest.partition("=")
+            env[key] = value
+        elif kind == "raw":
+            head = rest.split(",")
+            try:
+                if len(head) != 5:
+                    raise ValueError
+                key = (int(head[0]), int(head[1]))
+                sample = dict(forks=int(head[2]), elapsed=int(head[3]),
+                              ns=[int(x) for x in head[4].split()])
+            except ValueError:
+                raise Broken(f"{name}: malformed fork sample line: {line}")
+            if key in samples:
+                raise Broken(f"{name}: fork sample contexts=%d repeat=%d twice" % key)
+            if sample["elapsed"] <= 0 or sample["forks"] < 0 or not sample["ns"] \
+                    or any(x <= 0 for x in sample["ns"]):
+                raise Broken(f"{name}: not a positive time: {line}")
+            samples[key] = sample
+        elif kind == "error":
+            errors.append(rest)
+        elif kind == "end":
+            ends.append(rest)
+    if not seen:
+        return None
+    if errors:
+        raise Broken("%s: fork_cost reported errors:\n  %s" % (name, "\n  ".join(errors)))
+    if not ends:
+        raise Broken(f"{name}: fork_cost did not end (no KB:fork_end line): crashed or timed out")
+    if ends != ["rc=0"]:
+        raise Broken(f"{name}: fork_cost ended with {', '.join(ends)} (one run with rc=0 expected)")
+    for key in ("contexts", "repeats", "ops"):
+        if key not in env:
+            raise Broken(f"{name}: no KB:fork_env:{key} line")
+    try:
+        contexts = [int(x) for x in env["contexts"].split()]
+        repeats, ops = int(env["repeats"]), int(env["ops"])
+    except ValueError:
+        raise Broken(f"{name}: malformed KB:fork_env lines")
+    if len(contexts) < 2 or contexts[0] != 0:
+        raise Broken(f"{name}: fork_cost phases {env['contexts']!r}: the first must be 0")
+    want = {(c, r) for c in contexts for r in range(repeats)}
+    missing = sorted(want - set(samples))
+    if missing:
+        raise Broken("%s: fork samples missing: %s" % (
+            name, ", ".join("contexts=%d repeat=%d" % k for k in missing)))
+    extra = sorted(set(samples) - want)
+    if extra:
+        raise Broken("%s: fork samples of no phase: %s" % (
+            name, ", ".join("contexts=%d repeat=%d" % k for k in extra)))
+    short = [k for k in sorted(samples) if len(samples[k]["ns"]) != ops]
+    if short:
+        raise Broken("%s: fork samples without %d operations: %s" % (
+            name, ops, ", ".join("contexts=%d repeat=%d" % k for k in short)))
+    return dict(env=env, contexts=contexts, repeats=repeats, ops=ops, samples=samples)
+
+
+class Fork:
+    """A fork_cost run: per phase (contexts held by the other user), the victim's fork + waitpid
+    over every operation of every repeat, and its ratio to phase 0, paired by repeat."""
+
+    def __init__(self, run):
+        self.__dict__.update(run)
+        self.stats = {}
+        for c in self.contexts:
+            ns = [x for r in range(self.repeats) for x in self.samples[(c, r)]["ns"]]
+            per = {r: statistics.median(self.samples[(c, r)]["ns"]) for r in range(self.repeats)}
+            forks = sum(self.samples[(c, r)]["forks"] for r in range(self.repeats))
+            elapsed = sum(self.samples[(c, r)]["elapsed"] for r in range(self.repeats))
+            self.stats[c] = dict(median=statistics.median(ns), p10=percentile(ns, 0.1),
+                                 p90=percentile(ns, 0.9), mean=statistics.fmean(ns),
+                                 by_repeat=per,
+                                 forks_per_s=forks * 1e9 / elapsed)
+        base = self.stats[0]
+        for c in self.contexts:
+            s = self.stats[c]
+            s["paired_x0"] = statistics.median(s["by_repeat"][r] / base["by_repeat"][r]
+                                               for r in range(self.repeats))
+            s["medians_x0"] = s["median"] / base["median"]
+
+    @property
+    def big(self):
+        return self.contexts[-1]
+
+
 def processes(env):
     return "1 process" if env["runs"] == "1" else "%s processes" % env["runs"]
 
@@ -226,8 +332,9 @@ def expected_rows(sets, threads, modules):
 class Platform:
     """One guest output: a platform, its sets, its rows and their statistics."""
 
-    def __init__(self, name, env, raw):
+    def __init__(self, name, env, raw, fork=None):
         self.file, self.env, self.raw = name, env, raw
+        self.fork = Fork(fork) if fork else None
         self.name = env["platform"]
         self.sets = [s for s in SETS if s in env["set"].split()]
         self.info = PLATFORMS.get(self.name, OTHER_PLATFORM)
@@ -287,6 +394,25 @@ def write_csvs(out, platforms):
                         s = p.stats[k]
                         w.writerow([p.name] + list(k) + ["%.3f" % s["median"], "%.3f" % s["p10"],
                                                          "%.3f" % s["p90"]])
+    forks = [p for p in platforms if p.fork]
+    if not forks:
+        return
+    with open(os.path.join(out, "fork.csv"), "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(FORK_SUMMARY_HEADER)
+        for p in forks:
+            for c in p.fork.contexts:
+                s = p.fork.stats[c]
+                w.writerow([p.name, c] + ["%.0f" % s[k] for k in ("median", "p10", "p90", "mean")]
+                           + ["%.3f" % s["paired_x0"], "%.3f" % s["medians_x0"],
+                              "%.2f" % s["forks_per_s"]])
+    with open(os.path.join(out, "fork_raw.csv"), "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(FORK_RAW_HEADER)
+        for p in forks:
+            for (c, r), smp in sorted(p.fork.samples.items()):
+                for i, ns in enumerate(smp["ns"]):
+                    w.writerow([p.name, c, r, i, ns, smp["forks"], smp["elapsed"]])
 
 
 def check_summary(out, platforms):
@@ -370,6 +496,11 @@ def targets(p):
             1.15, "strict")
         add("syscall", "kstls_first_touch / glibc_first_touch (per module, %d modules)" % maxm,
             ("kstls_first_touch", 1, maxm), ("glibc_first_touch", 1, maxm), 3.0, "first_touch")
+    if p.fork:
+        s = p.fork.stats[p.fork.big]
+        add("syscall", "fork + waitpid of a process without a context, another user's process"
+            " of %d contexts forking / of none (fork_cost)" % p.fork.big, None, None, 1.0,
+            "fork", info=True, medians=s["medians_x0"], pv=s["paired_x0"])
     for t in out:
         t["judged"] = p.judges(t["set"]) and not t["info"]
         v = t["paired"] if t["paired"] is not None else t["medians"]
@@ -506,6 +637,9 @@ def section(p, tgts, args):
                 else fmt(s["median"] - base) + (" (- getuid)" if path == "getppid" else "")))
         w("")
 
+    if p.fork:
+        out += fork_section(p)
+
     w("### Targets on %s\n" % p.name)
     w("Two estimates of each ratio: of the medians, and the median of the ratios of samples"
       " paired by repeat (the two paths measured in the same round-robin pass of one process,"
@@ -559,6 +693,37 @@ def section(p, tgts, args):
         w("- %s: %s" % (k, v))
     w("")
     w(p.info["caveat"] + "\n")
+    return out
+
+
+def fork_section(p):
+    """The fork_cost table: the victim's fork + waitpid per phase, and the ratios to phase 0."""
+    fk, out = p.fork, []
+    w = out.append
+    env = fk.env
+    w("### Fork latency of a process without a context (fork_cost)\n")
+    w("A root process that never opened /dev/kstls times fork + waitpid of a child that exits at"
+      " once, one operation at a time, while uid %s forks in a loop (children that exit at once)"
+      " from a process that owns the phase's contexts, each with a module registered and one"
+      " block touched (the fds parked in another process over SCM_RIGHTS). Phase 0 is the same"
+      " loop without a context. ns per operation over %d repeats x %d operations; the phases"
+      " are measured in turn within each repeat, the first rotating, so **x 0 paired** (the"
+      " median over repeats of the repeat's median over phase 0's) has the machine's drift"
+      " taken out. Pinned: %s.\n" % (env.get("other_uid", "?"), fk.repeats, fk.ops,
+                                      env.get("pinned", "?")))
+    w("| contexts of the other user | median | p10 | p90 | mean | x 0 paired | x 0 of medians |"
+      " the other user's forks/s |")
+    w("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in fk.contexts:
+        s = fk.stats[c]
+        w("| %d | %s | %s | %s | %s | %.2f | %.2f | %.1f |" % (
+            c, fmt(s["median"]), fmt(s["p10"]), fmt(s["p90"]), fmt(s["mean"]), s["paired_x0"],
+            s["medians_x0"], s["forks_per_s"]))
+    w("")
+    s = fk.stats[fk.big]
+    w("**%d / 0 contexts**: %.2f paired (%.2f of medians); p90 %s ns against %s ns, mean %s"
+      " against %s.\n" % (fk.big, s["paired_x0"], s["medians_x0"], fmt(s["p90"]),
+                            fmt(fk.stats[0]["p90"]), fmt(s["mean"]), fmt(fk.stats[0]["mean"])))
     return out
 
 
@@ -716,17 +881,26 @@ def main(argv=None):
     ap.add_argument("--command")
     ap.add_argument("--host-cpu")
     ap.add_argument("--qemu")
+    ap.add_argument("--fork-platform", action="append", default=[])
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args(argv)
     try:
         platforms = []
         for name in args.guest_outputs:
             with open(name, errors="replace") as f:
-                env, raw = parse(f, name)
-            p = Platform(name, env, raw)
+                lines = f.readlines()
+            env, raw = parse(lines, name)
+            fork = parse_fork(lines, name)
+            if fork and fork["env"].get("platform", env["platform"]) != env["platform"]:
+                raise Broken("%s: fork_cost ran on %s, kstls_bench on %s" % (
+                    name, fork["env"]["platform"], env["platform"]))
+            p = Platform(name, env, raw, fork)
             if any(q.name == p.name for q in platforms):
                 raise Broken("two outputs of platform %s: %s" % (p.name, name))
             platforms.append(p)
+        for name in args.fork_platform:
+            if not any(p.name == name and p.fork for p in platforms):
+                raise Broken("no fork_cost run in the output of platform %s" % name)
         os.makedirs(args.out_dir, exist_ok=True)
         write_csvs(args.out_dir, platforms)
         check_summary(args.out_dir, platforms)

@@ -3,7 +3,9 @@
 """test_report.py - bench/report.py without a guest: it writes synthetic kstls_bench outputs
 (the KB: lines of a uml run of the user set and of a qemu-prod run of the syscall set) and
 checks what report.py makes of them: the platform column of the CSVs, a missing row failing the
-run, targets judged per platform, a missed target's breakdown, timings never failing it.
+run, targets judged per platform, a missed target's breakdown, timings never failing it; and
+the fork_cost lines (KB:fork_) of the syscall set's guest: its table, fork.csv, the pairing of
+its phases by repeat, and a broken or missing run failing.
 
     python3 bench/test_report.py [-v]      (unittest; exit status 0 when every test passed)
 
@@ -56,6 +58,27 @@ def output(platform, sets, ns=None, drop=(), threads=(1, 16), modules=(1, 16), r
         if "user" in sets:
             lines += ["KB:slot:%d,0" % t for t in threads]
         lines.append(extra + "KB:end:rc=0" if extra else "KB:end:rc=0")
+    return "\n".join(lines) + "\n"
+
+
+def fork_output(platform="qemu-prod", contexts=(0, 1, 8000), repeats=3, ops=5, ns=None,
+                drop=(), extra=""):
+    """The KB:fork_ lines fork_cost would print: ns(contexts, repeat, op) per operation (by
+    default 1000 ns at 0 contexts, 1010 at 1, 3000 at the last, plus the op's index)."""
+    base = {contexts[0]: 1000, contexts[1]: 1010, contexts[-1]: 3000}
+    ns = ns or (lambda c, r, i: base[c] + i)
+    lines = ["KB:fork_env:platform=%s" % platform,
+             "KB:fork_env:contexts=" + " ".join(map(str, contexts)),
+             "KB:fork_env:repeats=%d" % repeats, "KB:fork_env:ops=%d" % ops,
+             "KB:fork_env:pinned=victim on CPU 0", "KB:fork_env:other_uid=65534"]
+    for r in range(repeats):
+        for k in range(len(contexts)):
+            c = contexts[(r + k) % len(contexts)]
+            if (c, r) in drop:
+                continue
+            lines.append("KB:fork_raw:%d,%d,%d,%d,%s" % (
+                c, r, 4, 2 * 10 ** 9, " ".join(str(ns(c, r, i)) for i in range(ops))))
+    lines.append(extra + "KB:fork_end:rc=0")
     return "\n".join(lines) + "\n"
 
 
@@ -240,6 +263,97 @@ class ReportTest(unittest.TestCase):
         rc, _, err = self.run_report(output("uml", ["user"]), output("uml", ["user"]))
         self.assertEqual(rc, 1)
         self.assertIn("two outputs of platform uml", err)
+
+    def fork_table(self, md):
+        """The fork_cost table: {contexts: [median, p10, p90, mean, x0 paired, x0 of medians,
+        forks/s]}."""
+        start = md.index("| contexts of the other user |")
+        rows = {}
+        for line in md[start:].split("\n")[2:]:
+            if not line.startswith("|"):
+                break
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[int(cells[0])] = cells[1:]
+        return rows
+
+    def test_fork_cost_table_and_csv(self):
+        rc, md, err = self.run_report(output("uml", ["user"]),
+                                      output("qemu-prod", ["syscall"]) + fork_output())
+        self.assertEqual(rc, 0, err)
+        self.assertIn("### Fork latency of a process without a context (fork_cost)", md)
+        rows = self.fork_table(md)
+        self.assertEqual(sorted(rows), [0, 1, 8000])
+        # 3 repeats x ops 1000..1004: median 1002, p10 1000.4 -> "1000", p90 1003.6 -> "1004".
+        self.assertEqual(rows[0][:4], ["1002", "1000", "1004", "1002"])
+        self.assertEqual(rows[8000][0], "3002")
+        self.assertEqual(rows[8000][4], "%.2f" % (3002 / 1002))
+        self.assertEqual(rows[0][4], "1.00")
+        # 4 forks in 2 s per sample.
+        self.assertEqual(rows[1][6], "2.0")
+        self.assertIn("**8000 / 0 contexts**: %.2f paired" % (3002 / 1002), md)
+        t = self.target_rows(md)
+        fork = [v for k, v in t.items() if k[0] == "qemu-prod" and "fork_cost" in k[1]]
+        self.assertEqual(fork, ["info"])
+        self.assertNotIn("**no**", md)
+        rows = self.csv_rows("fork.csv")
+        self.assertEqual(rows[0], report.FORK_SUMMARY_HEADER)
+        self.assertEqual([r[:2] for r in rows[1:]], [["qemu-prod", "0"], ["qemu-prod", "1"],
+                                                     ["qemu-prod", "8000"]])
+        raw = self.csv_rows("fork_raw.csv")
+        self.assertEqual(raw[0], report.FORK_RAW_HEADER)
+        self.assertEqual(len(raw) - 1, 3 * 3 * 5)
+        # No fork_cost run: no section, no fork.csv, and no failure.
+        os.unlink(os.path.join(self.out, "fork.csv"))
+        rc, md, err = self.both()
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn("fork_cost", md)
+        self.assertFalse(os.path.exists(os.path.join(self.out, "fork.csv")))
+
+    def test_fork_phases_are_paired_by_repeat(self):
+        # The machine's speed changes from repeat to repeat (x1, x5, x0.1), for every phase of a
+        # repeat alike; 8000 contexts cost 2, 3 and 4 times phase 0 in the three repeats. Paired
+        # by repeat: the median of 2, 3, 4; the pooled medians say 2000 / 1000 instead.
+        speed, cost = [1, 5, 0.1], [2, 3, 4]
+
+        def ns(c, r, i):
+            return int(1000 * speed[r] * (cost[r] if c == 8000 else 1))
+        rc, md, err = self.run_report(output("qemu-prod", ["syscall"])
+                                      + fork_output(ns=ns, repeats=3))
+        self.assertEqual(rc, 0, err)
+        rows = self.fork_table(md)
+        self.assertEqual(rows[8000][4], "3.00")
+        self.assertEqual(rows[8000][5], "2.00")
+        self.assertEqual(rows[1][4], "1.00")
+
+    def test_broken_fork_runs_fail(self):
+        prod = output("qemu-prod", ["syscall"])
+        for text, why in [
+                (fork_output(drop=[(8000, 1)]), "contexts=8000 repeat=1"),
+                (fork_output(extra="KB:fork_error:the holder of 8000 contexts: EDQUOT\n"),
+                 "EDQUOT"),
+                (fork_output().replace("KB:fork_end:rc=0\n", ""), "did not end"),
+                (fork_output().replace("KB:fork_end:rc=0", "KB:fork_end:rc=1"), "rc=1"),
+                (fork_output().replace(",2000000000,", ",2000000000,x ", 1), "malformed"),
+                (fork_output().replace(",2000000000,1000 ", ",2000000000,", 1),
+                 "without 5 operations"),
+                (fork_output(platform="uml"), "fork_cost ran on uml")]:
+            rc, _, err = self.run_report(prod + text)
+            self.assertEqual(rc, 1, why)
+            self.assertIn(why, err)
+
+    def test_fork_platform_requires_a_run(self):
+        for i, (text, want) in enumerate([(output("qemu-prod", ["syscall"]), 1),
+                                          (output("qemu-prod", ["syscall"]) + fork_output(), 0)]):
+            name = os.path.join(self.dir, "prod-%d.out" % i)
+            with open(name, "w") as f:
+                f.write(text)
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                rc = report.main([self.out, name, "--fork-platform", "qemu-prod", "--no-plot"])
+            self.assertEqual(rc, want, err.getvalue())
+            if want:
+                self.assertIn("no fork_cost run in the output of platform qemu-prod",
+                              err.getvalue())
 
     @unittest.skipUnless(__import__("importlib").util.find_spec("matplotlib"),
                          "matplotlib is not installed")
