@@ -160,22 +160,60 @@ TEST_F(fi, first_touch_fails_cleanly)
 	ASSERT_EQ(0, memcmp((char *)p - 1, image, sizeof(image)));
 }
 
+/*
+ * mmap of the cache under fail-nth = 1, 2, ...: each attempt on a new context, so that every one
+ * makes the cache again, including those whose failure comes after it was made (in the
+ * mapping's page tables). A failed mmap keeps nothing: INFO shows the context as it was, and
+ * the user's kernel memory (user_kbytes) is what it was before.
+ */
 TEST_F(fi, cache_mmap_fails_cleanly)
 {
-	struct kstls_info info;
+	struct kstls_info info, before, after;
+	struct snapshot sb, sa;
 	void *m = MAP_FAILED;
-	int failed;
+	int n, failed = 0, kept = 0, ret, hit;
 
 	ASSERT_EQ(0, kstls_info_get(self->fd, &info));
 	ASSERT_LT(0, info.cache_size);
-	failed = FAULT_SWEEP(self->fd,
-			     ((m = mmap(NULL, info.cache_size, PROT_READ, MAP_SHARED, self->fd, 0))
-			      == MAP_FAILED ? -errno : 0),
-			     munmap(m, info.cache_size));
-	ksft_print_msg("mmap of the cache: %d injected failures, all ENOMEM\n", failed);
+	for (n = 1; n < 500; n++) {
+		close(self->fd);
+		self->fd = kstls_open();
+		ASSERT_LE(0, self->fd);
+		ASSERT_EQ(0, kstls_info_get(self->fd, &before));
+		ASSERT_EQ(0, snap(self->fd, &sb));
+		fail_nth(n);
+		m = mmap(NULL, info.cache_size, PROT_READ, MAP_SHARED, self->fd, 0);
+		ret = m == MAP_FAILED ? -errno : 0;
+		hit = fail_injected();
+		fail_nth(0);
+		if (ret == 0 && !hit)
+			break;
+		if (ret == 0) {
+			munmap(m, info.cache_size);
+			continue;
+		}
+		ASSERT_EQ(-ENOMEM, ret) TH_LOG("fault %d", n);
+		ASSERT_TRUE(hit) TH_LOG("fault %d: failed uninjected", n);
+		ASSERT_EQ(0, snap(self->fd, &sa));
+		ASSERT_EQ(0, memcmp(&sb, &sa, sizeof(sb))) TH_LOG("fault %d changed the context", n);
+		ASSERT_EQ(0, kstls_info_get(self->fd, &after));
+		if (after.user_kbytes != before.user_kbytes) {
+			ksft_print_msg("fault %d: mmap failed, %u KiB charged before, %u KiB after\n", n,
+				       before.user_kbytes, after.user_kbytes);
+			kept++;
+		}
+		failed++;
+	}
+	ksft_print_msg("mmap of the cache: %d injected failures, all ENOMEM, %d kept memory charged\n",
+		       failed, kept);
+	ASSERT_GT(500, n);
 	ASSERT_LT(0, failed);
+	ASSERT_EQ(0, kept);
 	ASSERT_NE(MAP_FAILED, m);
 	ASSERT_EQ(KSTLS_CACHE_MAGIC, ((struct kstls_cache_header *)m)->magic);
+	/* The cache is charged while it exists. */
+	ASSERT_EQ(0, kstls_info_get(self->fd, &after));
+	ASSERT_LT(before.user_kbytes, after.user_kbytes);
 }
 
 /*
