@@ -14,9 +14,12 @@
  * Also here: a failed mmap of the cache leaves nothing allocated; the tasks and address spaces a
  * context holds references to (the leader's, its threads', its forked children's), which must
  * count against the user's quota however many short-lived processes leave their contexts to one
- * holder (pin.reaped_tasks_stay_within_the_quota).
+ * holder (pin.reaped_tasks_stay_within_the_quota); and what a REGISTER reads before it is
+ * charged, held for as long as the copy stalls (pin.stalled_registrations_stay_within_the_quota).
  */
 #define _GNU_SOURCE	/* strerrorname_np */
+#include <linux/userfaultfd.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -618,6 +621,149 @@ TEST_F_TIMEOUT(pin, reaped_tasks_stay_within_the_quota, 300)
 	}
 	ASSERT_GT(PIN_SLACK, start.avail - after.avail);
 	munmap(sh, sizeof(*sh));
+}
+
+/*
+ * What REGISTER holds while it copies the image in, before it is charged. As uid 65534, with
+ * the quota filled but for one or two MiB (pin_fill), STALL_THREADS threads each REGISTER, on a
+ * new context (whose own cap on images is far off), an
+ * image of 1 MiB from a range that userfaultfd holds: every copy stalls on its first page, for
+ * as long as the user likes (a FUSE or network mapping would do the same). While they are
+ * stalled, the kernel memory held beyond what it held before (MemAvailable lost less the
+ * process's own pages; VmallocUsed shown as well, since a 1 MiB buffer may come from vmalloc)
+ * must fit the room left plus STALL_SLACK. The faults are then resolved and every thread joined.
+ * The userfaultfd is made while still root: without vm.unprivileged_userfaultfd an unprivileged
+ * one catches only user-mode faults, never the kernel's copy.
+ */
+#define STALL_THREADS 32
+#define STALL_IMAGE (1 << 20)
+/* Page tables and per-CPU page lists of the threads' faults and wake-ups, and MemAvailable's
+ * noise (about 1 MiB in the other variants); the threads exist before the first measure. */
+#define STALL_SLACK (2LL << 20)
+
+struct staller {
+	int fd, ret;
+	const char *image;
+	pthread_barrier_t *b;
+	int *returned;
+};
+
+static void *stall_register(void *arg)
+{
+	struct staller *t = arg;
+
+	pthread_barrier_wait(t->b);
+	t->ret = kstls_reg(t->fd, t->image, STALL_IMAGE, STALL_IMAGE, 8, 0, NULL);
+	__atomic_fetch_add(t->returned, 1, __ATOMIC_RELAXED);
+	return NULL;
+}
+
+/* In a child of root: 0 within the bound, 1 beyond it, 2 and up the scenario failed. */
+static int stall_registrations(void)
+{
+	static struct staller t[STALL_THREADS];
+	static int fill[PIN_FILL_FDS];
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
+	struct uffdio_zeropage zp = { .mode = 0 };
+	struct refusals regs = { 0 };
+	struct pin_shared sh = { 0 };
+	struct kstls_info info;
+	pthread_t th[STALL_THREADS];
+	pthread_barrier_t b;
+	struct figures before, during;
+	long long vm_before, vm_during, room, held;
+	int uffd, fd, stalled = 0, returned = 0, ok = 0, nth = 0, ret;
+	char *image;
+
+	uffd = syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (uffd < 0) {
+		ksft_print_msg("userfaultfd: %s\n", strerror(errno));
+		return errno == ENOSYS ? 3 : 2;
+	}
+	image = mmap(NULL, STALL_IMAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (image == MAP_FAILED || ioctl(uffd, UFFDIO_API, &api))
+		return 4;
+	reg.range = (struct uffdio_range){ (uintptr_t)image, STALL_IMAGE };
+	if (ioctl(uffd, UFFDIO_REGISTER, &reg))
+		return 5;
+	ret = kstls_become_nobody();
+	if (ret) {
+		ksft_print_msg("cannot become uid %d: %s\n", KSTLS_NOBODY, strerror(-ret));
+		return 6;
+	}
+	sh.fill_fds = pin_fill(fill, &sh);
+	if (sh.fill_fds <= 0)
+		return 7;
+	/* A context of its own, with room for 16 MiB of images: only the quota may refuse them. */
+	fd = kstls_open();
+	if (fd < 0 || kstls_info_get(fd, &info))
+		return 7;
+	room = ((long long)info.max_user_kbytes - info.user_kbytes) << 10;
+	if (pthread_barrier_init(&b, NULL, STALL_THREADS + 1))
+		return 8;
+	for (int i = 0; i < STALL_THREADS; i++) {
+		t[i] = (struct staller){ .fd = fd, .image = image, .b = &b, .returned = &returned };
+		if (pthread_create(&th[i], NULL, stall_register, &t[i]))
+			return 9;
+		nth++;
+	}
+	before = now();
+	vm_before = kstls_meminfo("VmallocUsed");
+	pthread_barrier_wait(&b);
+	/* Every thread either stalls (one fault message each) or returns. */
+	while (stalled + __atomic_load_n(&returned, __ATOMIC_RELAXED) < nth) {
+		struct pollfd pf = { .fd = uffd, .events = POLLIN };
+		struct uffd_msg msg;
+
+		if (poll(&pf, 1, 10000) != 1)
+			break;
+		if (read(uffd, &msg, sizeof(msg)) == sizeof(msg) &&
+		    msg.event == UFFD_EVENT_PAGEFAULT)
+			stalled++;
+	}
+	during = now();
+	vm_during = kstls_meminfo("VmallocUsed");
+	held = pinned(before, during);
+	ksft_print_msg("stall: quota %u KiB, %u KiB charged: %.2f MiB of room; %d REGISTERs of 1 MiB, %d stalled in the copy, %d returned\n",
+		       info.max_user_kbytes, info.user_kbytes, room / KSTLS_MIB, nth, stalled,
+		       __atomic_load_n(&returned, __ATOMIC_RELAXED));
+	ksft_print_msg("stall: %.2f MiB of kernel memory held while stalled (MemAvailable %.1f -> %.1f MiB, own resident set %+.2f MiB, VmallocUsed %+.2f MiB), against %.2f MiB of room + %.2f MiB of slack\n",
+		       held / KSTLS_MIB, before.avail / KSTLS_MIB, during.avail / KSTLS_MIB,
+		       (during.rss - before.rss) / KSTLS_MIB, (vm_during - vm_before) / KSTLS_MIB,
+		       room / KSTLS_MIB, STALL_SLACK / KSTLS_MIB);
+	/* Let every copy go on: the whole range reads as zeros from now on. */
+	zp.range = reg.range;
+	if (ioctl(uffd, UFFDIO_ZEROPAGE, &zp) && errno != EEXIST)
+		return 10;
+	for (int i = 0; i < nth; i++) {
+		pthread_join(th[i], NULL);
+		if (t[i].ret)
+			refused(&regs, t[i].ret);
+		else
+			ok++;
+	}
+	ksft_print_msg("stall: released, %d REGISTERs succeeded\n", ok);
+	report_refusals("stall: REGISTER", &regs);
+	return held <= room + STALL_SLACK ? 0 : 1;
+}
+
+TEST_F_TIMEOUT(pin, stalled_registrations_stay_within_the_quota, 120)
+{
+	int status;
+	pid_t pid;
+
+	kstls_settle();
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0)
+		_exit(stall_registrations());
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status)) TH_LOG("status %#x", status);
+	if (WEXITSTATUS(status) == 3)
+		SKIP(return, "no userfaultfd (CONFIG_USERFAULTFD)");
+	/* 1: more held than the quota had room for; 2 and up: the scenario could not be set up. */
+	ASSERT_EQ(0, WEXITSTATUS(status));
 }
 
 TEST_HARNESS_MAIN
