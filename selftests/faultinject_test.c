@@ -164,7 +164,7 @@ TEST_F(fi, first_touch_fails_cleanly)
  * mmap of the cache under fail-nth = 1, 2, ...: each attempt on a new context, so that every one
  * makes the cache again, including those whose failure comes after it was made (in the
  * mapping's page tables). A failed mmap keeps nothing: INFO shows the context as it was, and
- * the user's kernel memory (user_kbytes) is what it was before.
+ * the user's kernel memory (user_kbytes) is no more than it was before.
  */
 TEST_F(fi, cache_mmap_fails_cleanly)
 {
@@ -197,7 +197,8 @@ TEST_F(fi, cache_mmap_fails_cleanly)
 		ASSERT_EQ(0, snap(self->fd, &sa));
 		ASSERT_EQ(0, memcmp(&sb, &sa, sizeof(sb))) TH_LOG("fault %d changed the context", n);
 		ASSERT_EQ(0, kstls_info_get(self->fd, &after));
-		if (after.user_kbytes != before.user_kbytes) {
+		/* The user's other contexts may only go meanwhile (the previous test's). */
+		if (after.user_kbytes > before.user_kbytes) {
 			ksft_print_msg("fault %d: mmap failed, %u KiB charged before, %u KiB after\n", n,
 				       before.user_kbytes, after.user_kbytes);
 			kept++;
