@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * kstls_mem.h - helpers of the tests that measure what a caller makes the kernel keep: fields of
- * /proc/meminfo, the caller's resident set, and becoming an unprivileged user.
+ * /proc/meminfo, objects of a slab cache (/proc/slabinfo), the caller's resident set, and
+ * becoming an unprivileged user.
  */
 #ifndef KSTLS_MEM_H
 #define KSTLS_MEM_H
 
+#include <dirent.h>
 #include <grp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -36,6 +39,87 @@ static inline long long kstls_meminfo(const char *field)
 	}
 	fclose(f);
 	return kib < 0 ? -1 : kib * 1024;
+}
+
+/*
+ * Waits (60 s at most) until MemAvailable holds still, within 128 KiB for three seconds in a
+ * row: for a while after boot the kernel gives memory back (tens of MiB over some 20 s in the
+ * debug guest), which would hide what a test makes it keep.
+ */
+static inline void kstls_settle(void)
+{
+	long long last = kstls_meminfo("MemAvailable");
+	int still = 0;
+
+	for (int i = 0; i < 60 && still < 3; i++) {
+		long long now;
+
+		sleep(1);
+		now = kstls_meminfo("MemAvailable");
+		still = llabs(now - last) < (128 << 10) ? still + 1 : 0;
+		last = now;
+	}
+}
+
+/*
+ * Flushes the per-CPU slabs of the slab cache @name and frees its empty slabs (root only, through
+ * /sys/kernel/slab), so that the active objects /proc/slabinfo shows next are the objects in
+ * use, not those of slabs a CPU holds. Nothing happens if the cache has no such file.
+ */
+static inline void kstls_slab_shrink(const char *name)
+{
+	char path[320];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/kernel/slab/%s/shrink", name);
+	f = fopen(path, "w");
+	if (f) {
+		fputs("1", f);
+		fclose(f);
+	}
+}
+
+/* kstls_slab_shrink for every slab cache: what MemAvailable shows next is less of their leftovers. */
+static inline void kstls_slab_shrink_all(void)
+{
+	DIR *d = opendir("/sys/kernel/slab");
+	struct dirent *e;
+
+	if (!d)
+		return;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			kstls_slab_shrink(e->d_name);
+	closedir(d);
+}
+
+/*
+ * The objects in use of the slab cache @name and the size of one, from /proc/slabinfo (root
+ * only; SLUB has it with CONFIG_SLUB_DEBUG), after kstls_slab_shrink. 0, or -1 if the file or the
+ * cache is absent (a cache merged into another is listed under that one's name).
+ */
+static inline int kstls_slab(const char *name, long long *objects, long long *objsize)
+{
+	char line[512], cache[64];
+	long long active, total, size;
+	int found = -1;
+	FILE *f;
+
+	kstls_slab_shrink(name);
+	f = fopen("/proc/slabinfo", "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%63s %lld %lld %lld", cache, &active, &total, &size) == 4 &&
+		    !strcmp(cache, name)) {
+			*objects = active;
+			*objsize = size;
+			found = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return found;
 }
 
 /* The calling process's resident set in bytes (user memory it holds), -1 on error. */
