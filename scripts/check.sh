@@ -22,8 +22,9 @@
 # "kstls: " line; build output goes to stderr too. The last line on stdout is the grand total
 # over the runner's own tests and the guest's results, "N passed, N failed" (", N skipped" when
 # any were skipped). Exit status 1 on any failure or when no test passed; a failed build stops
-# at once. Environment: VM_TIMEOUT (limit of the guest boot, default 600 s), VM_TEST_TIMEOUT,
-# JOBS.
+# at once. Environment: VM_TIMEOUT (limit of a guest boot, default 1800 s), VM_TEST_TIMEOUT
+# (limit of one test binary, default 300 s here: the fork races and kstls-run's argument cases
+# take a minute or two each under TCG on a busy host), JOBS.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -120,7 +121,8 @@ add_totals test-runner.sh "$out/test-runner.txt"
 stage scripts tee_to "$out/test-scripts.txt" "$KSTLS_ROOT/scripts/test-scripts.sh" || true
 add_totals test-scripts.sh "$out/test-scripts.txt"
 # The guest runs every test binary one after the other under TCG: several minutes.
-stage guest "$KSTLS_ROOT/scripts/vm.sh" check --timeout "${VM_TIMEOUT:-600}" || true
+export VM_TEST_TIMEOUT=${VM_TEST_TIMEOUT:-300}
+stage guest "$KSTLS_ROOT/scripts/vm.sh" check --timeout "${VM_TIMEOUT:-1800}" || true
 stage results tee_to "$out/results-check.txt" \
 	python3 "$KSTLS_ROOT/scripts/results.py" "$out/serial-check.log" || true
 add_totals results.py "$out/results-check.txt"
@@ -130,7 +132,7 @@ uml_tests=$(cd "$KSTLS_ROOT/build/selftests" && for t in *_test; do
 done | tr '\n' ' ')
 say "uml: leaving out ${UML_LEFT_OUT[*]} (scripts/check.sh, UML_LEFT_OUT)"
 stage guest-uml env KDIR="$UML_KDIR" "$KSTLS_ROOT/scripts/vm.sh" check --only "$uml_tests" \
-	--timeout "${VM_TIMEOUT:-600}" --log "$out/serial-check-uml.log" || true
+	--timeout "${VM_TIMEOUT:-1800}" --log "$out/serial-check-uml.log" || true
 # Its lines say "uml: "; the last, the totals, stays as it is for add_totals.
 uml_results() {
 	python3 "$KSTLS_ROOT/scripts/results.py" "$out/serial-check-uml.log" | sed '$!s/^/uml: /'
