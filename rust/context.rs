@@ -349,11 +349,12 @@ impl Context {
         let g = &mut *guard;
         // Counted in the fork mark before anything changes (`mark.rs`).
         g.budget.unregistering(&owner);
+        let unreg = g.budget.mark().unregs();
         let mut m = g.registry.remove(id)?;
         if let Some(c) = self.cache.as_ref() {
             c.forget_module(id, m.id.index);
         }
-        g.threads.forget_module(m.id.index, m.layout.memsz);
+        g.threads.forget_module(m.id.index, m.layout.memsz, unreg);
         let packed = m
             .storage
             .release(&m.layout, &mut g.rows, &mut g.budget, &owner);

@@ -16,9 +16,11 @@
 //! space, before the fork was recorded. The child, in `ADOPT`, fits what it inherits to its own
 //! copy (`fit_to_copy`), as the fork mark there tells (`mark.rs`): the arenas mapped after the
 //! copy leave its pools, with the blocks carved from them; a copy made before an unregistration
-//! the state reflects gets `ESTALE`. Every other change made around the copy (a registration, a
-//! first touch or a reclamation by another thread) only adds modules, or blocks on the child's
-//! free lists, and is taken as made before it.
+//! that took one of the forking thread's blocks gets `ESTALE`, since the forking thread had that
+//! block. Every other change made around the copy (a registration, a first touch or a
+//! reclamation by another thread, an unregistration of a module the forking thread had no block
+//! of) only adds modules, or blocks on the child's free lists, or takes away a module no copy of
+//! the forking thread had used, and is taken as made before it.
 
 use kernel::{
     mm::Mm,
@@ -64,10 +66,12 @@ impl Inheritance {
     pub(crate) fn fit_to_copy(&mut self, mm: &OwnerMm<'_>) -> Result {
         let seen = self.mark.seen(mm);
         let (arenas, unregs) = seen.map_or((0, 0), |s| (s.arenas, s.unregs));
-        if self.mark.unregs() > unregs {
+        let forker = self.thread.as_ref();
+        // An unregistration that took one of the forking thread's blocks, begun after the copy:
+        // the child had that block, and this state does not.
+        if forker.map_or(0, |t| t.lost) > unregs {
             return Err(ESTALE);
         }
-        let forker = self.thread.as_ref();
         let mut mapped = 0;
         for m in self.registry.iter_mut() {
             if let Storage::Pool(p) = &mut m.storage {
@@ -125,6 +129,7 @@ pub(crate) fn inherit(
         Some(f) => {
             let mut thread = Thread::new(f.task(), f.fsbase);
             thread.row = kept_row;
+            thread.lost = f.lost;
             for (index, b) in f.blocks() {
                 let memsz = registry
                     .iter()

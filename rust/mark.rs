@@ -19,12 +19,14 @@
 //!   context does not use. No arena that held the forking thread's blocks can be absent: they
 //!   were mapped, and counted, before the forking thread's own first touch ended.
 //! - *unregs*: the number of unregistrations begun, stored before an unregistration changes
-//!   anything. A child whose copy holds fewer than the state it would adopt was copied before an
-//!   unregistration that state reflects, and gets `ESTALE`: it may still use that module.
+//!   anything; every thread that loses a block to it notes its number. A child whose copy holds
+//!   fewer than the number its forking thread noted was copied before an unregistration that
+//!   took one of that thread's blocks, and gets `ESTALE`: it had that block.
 //!
-//! Every other change (a registration, a first touch that maps nothing, a reclamation) can be
-//! taken by a child as if it had happened before the copy: it only adds modules or puts blocks
-//! of the parent's other threads on the child's free lists (`fork.rs`). The first word seals the
+//! Every other change (a registration, a first touch that maps nothing, a reclamation, the
+//! unregistration of a module the forking thread had no block of) can be taken by a child as if
+//! it had happened before the copy: it adds modules, puts blocks of the parent's other threads on
+//! the child's free lists, or takes away what no copy of the forking thread used (`fork.rs`). The first word seals the
 //! page with a random secret, so that a child that lacks the page (it was mapped after the copy)
 //! and mapped memory of its own at that address is not misled. A store that fails (the process
 //! unmapped the page) stops all later ones: children then see too little, which is safe.

@@ -98,6 +98,9 @@ pub(crate) struct Thread {
     pub(crate) lookups: u64,
     /// Blocks allocated for this thread on first touch.
     pub(crate) allocs: u64,
+    /// The number, in the context's fork mark, of the last unregistration that took one of the
+    /// thread's blocks (0: none).
+    pub(crate) lost: u64,
 }
 
 impl Thread {
@@ -114,6 +117,7 @@ impl Thread {
             block_bytes: 0,
             lookups: 0,
             allocs: 0,
+            lost: 0,
         }
     }
 

@@ -189,9 +189,13 @@ impl Threads {
     }
 
     /// Forgets every thread's block of the module at `index`, of `memsz` bytes (it is gone).
-    pub(crate) fn forget_module(&mut self, index: u32, memsz: usize) {
+    /// Every thread that had a block notes `unreg`, the unregistration's number in the fork
+    /// mark: a child forked by that thread, copied before it, would have lost a block.
+    pub(crate) fn forget_module(&mut self, index: u32, memsz: usize, unreg: u64) {
         for t in self.tree.values_mut() {
-            t.take(index, memsz);
+            if t.take(index, memsz).is_some() {
+                t.lost = unreg;
+            }
         }
     }
 
