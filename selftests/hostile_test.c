@@ -512,8 +512,11 @@ static int pin_holder(int in, int out, int done, int go, struct pin_shared *sh)
 		sh->user_kbytes = info.user_kbytes;
 	if (write(done, "d", 1) != 1 || read(go, &c, 1) != 1)
 		return 16;
+	/* The workers' contexts first, so that what they kept is measured apart from the fill. */
 	for (int i = 0; i < sh->held; i++)
 		close(fds[i]);
+	if (write(done, "x", 1) != 1 || read(go, &c, 1) != 1)
+		return 17;
 	for (int i = 0; i < sh->fill_fds; i++)
 		close(fill[i]);
 	return 0;
@@ -556,7 +559,7 @@ TEST_F_TIMEOUT(pin, reaped_tasks_stay_within_the_quota, 300)
 {
 	struct rlimit nofile = { PIN_WORKERS_MAX + PIN_FILL_FDS + 64,
 				 PIN_WORKERS_MAX + PIN_FILL_FDS + 64 };
-	struct pin_counts start, base, held, after;
+	struct pin_counts start, base, held, released, after;
 	struct pin_shared *sh;
 	long long room, bytes, loss;
 	int sv[2], done[2], go[2], status;
@@ -591,6 +594,17 @@ TEST_F_TIMEOUT(pin, reaped_tasks_stay_within_the_quota, 300)
 	ASSERT_EQ(1, read(done[0], &c, 1)) TH_LOG("the holder failed");
 	held = pin_count();
 	ASSERT_EQ(1, write(go[1], "c", 1));
+	ASSERT_EQ(1, read(done[0], &c, 1)) TH_LOG("the holder failed to close the workers' fds");
+	/* What closing the workers' contexts gave back, once tasks' RCU grace periods are over. */
+	for (int i = 0; i < 50; i++) {
+		released = pin_count();
+		if (released.objects[0] <= base.objects[0] + PIN_OBJ_SLACK)
+			break;
+		usleep(100000);
+	}
+	usleep(200000);
+	released = pin_count();
+	ASSERT_EQ(1, write(go[1], "e", 1));
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	/* Tasks and credentials are freed after an RCU grace period: give them some seconds. */
 	for (int i = 0; i < 100; i++) {
@@ -610,10 +624,15 @@ TEST_F_TIMEOUT(pin, reaped_tasks_stay_within_the_quota, 300)
 	pin_print("held", base, held);
 	pin_print("all closed", start, after);
 	bytes = pin_bytes(base, held);
-	loss = base.avail - held.avail;
-	ksft_print_msg("held beyond the fill: %.2f MiB of objects, %.2f MiB of MemAvailable, against %.2f MiB of room + %.2f (objects) or %.2f MiB (MemAvailable) of slack\n",
-		       bytes / KSTLS_MIB, loss / KSTLS_MIB, room / KSTLS_MIB, PIN_SLACK / KSTLS_MIB,
-		       PIN_MEM_SLACK / KSTLS_MIB);
+	/*
+	 * MemAvailable is judged by what closing the workers' contexts gives back: its drop while
+	 * the workers ran also holds what the kernel kept for reasons of its own (a clean-room run
+	 * saw it 13 MiB down with 0.8 MiB of objects held, and still down after every fd closed).
+	 */
+	loss = released.avail - held.avail;
+	ksft_print_msg("held beyond the fill: %.2f MiB of objects, %.2f MiB of MemAvailable given back by closing them (%.2f MiB below the fill's while held), against %.2f MiB of room + %.2f (objects) or %.2f MiB (MemAvailable) of slack\n",
+		       bytes / KSTLS_MIB, loss / KSTLS_MIB, (base.avail - held.avail) / KSTLS_MIB,
+		       room / KSTLS_MIB, PIN_SLACK / KSTLS_MIB, PIN_MEM_SLACK / KSTLS_MIB);
 
 	ASSERT_TRUE(WIFEXITED(status)) TH_LOG("status %#x", status);
 	ASSERT_EQ(0, WEXITSTATUS(status));
