@@ -132,6 +132,22 @@ pub(crate) struct Site {
 }
 
 impl Site {
+    /// A site for the address space `mm`, with its slots.
+    fn new(mm: usize) -> Result<Arc<Self>> {
+        let mut list = KVec::with_capacity(MAX_PENDING, GFP_KERNEL_ACCOUNT)?;
+        for _ in 0..MAX_PENDING {
+            list.push_within_capacity(None).map_err(|_| ENOMEM)?;
+        }
+        Ok(Arc::pin_init(
+            pin_init!(Site {
+                mm,
+                members: AtomicUsize::new(0),
+                slots <- new_spinlock!(Slots { list, next_id: 1 }),
+            }),
+            GFP_KERNEL_ACCOUNT,
+        )?)
+    }
+
     /// Records that `forker` (the running task) forked `child`. Called from the probe: takes a
     /// spinlock, allocates nothing, frees nothing but pid references.
     fn record(&self, child: &Task, forker: usize) {
@@ -193,36 +209,35 @@ pub(crate) struct ForkLog {
 
 impl ForkLog {
     /// Joins the site of the address space `mm` (its address, compared only), made now if it
-    /// has none. Everything is allocated before the global lock is taken.
+    /// has none. A site is allocated only when the lookup found none, outside the global lock,
+    /// and the lookup is then made again.
     pub(crate) fn join(mm: usize) -> Result<Self> {
-        let mut list = KVec::with_capacity(MAX_PENDING, GFP_KERNEL_ACCOUNT)?;
-        for _ in 0..MAX_PENDING {
-            list.push_within_capacity(None).map_err(|_| ENOMEM)?;
+        let mut fresh = None;
+        loop {
+            let mut g = SITES.lock();
+            let tree = g.get_or_insert_with(RBTree::new);
+            let site = match (tree.get(&mm), fresh.take()) {
+                (Some(s), _) => s.clone(),
+                (None, Some((site, node))) => {
+                    let node: RBTreeNodeReservation<usize, Arc<Site>> = node;
+                    tree.insert(node.into_node(mm, Arc::clone(&site)));
+                    NR_SITES.fetch_add(1, Ordering::Relaxed);
+                    site
+                }
+                (None, None) => {
+                    drop(g);
+                    fresh = Some((Site::new(mm)?, RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?));
+                    continue;
+                }
+            };
+            // Counted under the lock, so the site cannot leave between the lookup and the count.
+            site.members.fetch_add(1, Ordering::Relaxed);
+            drop(g);
+            // A site made meanwhile by another context of the mm goes unused with `fresh`.
+            drop(fresh);
+            let born = site.slots.lock().next_id;
+            return Ok(Self { site, born });
         }
-        let fresh = Arc::pin_init(
-            pin_init!(Site {
-                mm,
-                members: AtomicUsize::new(0),
-                slots <- new_spinlock!(Slots { list, next_id: 1 }),
-            }),
-            GFP_KERNEL_ACCOUNT,
-        )?;
-        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
-        let mut g = SITES.lock();
-        let tree = g.get_or_insert_with(RBTree::new);
-        let site = match tree.get(&mm) {
-            Some(s) => s.clone(),
-            None => {
-                tree.insert(node.into_node(mm, fresh.clone()));
-                NR_SITES.fetch_add(1, Ordering::Relaxed);
-                fresh
-            }
-        };
-        // Counted under the lock, so the site cannot leave between the lookup and the count.
-        site.members.fetch_add(1, Ordering::Relaxed);
-        drop(g);
-        let born = site.slots.lock().next_id;
-        Ok(Self { site, born })
     }
 
     /// The id of the first fork that may adopt the context: what it has seen when it is made.

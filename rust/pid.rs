@@ -100,14 +100,7 @@ impl PinnedPid {
     /// The task of type `ty` this pid names now (its thread, or its process's leader), if it
     /// still has one, with a reference.
     pub(crate) fn task(&self, ty: bindings::pid_type) -> Option<ARef<Task>> {
-        let _rcu = rcu::read_lock();
-        // SAFETY: The pid is live (type invariant); `pid_task` must run under the RCU read
-        // lock, which is held, and its result, if not null, is a task that stays valid until
-        // the lock is dropped: a reference is taken before that.
-        unsafe {
-            let t = bindings::pid_task(self.ptr.as_ptr(), ty);
-            (!t.is_null()).then(|| ARef::from(&*t.cast::<Task>()))
-        }
+        self.with_task(ty, |t| ARef::from(t))
     }
 
     /// `f` applied to the task of type `ty` this pid names now, if any, without a reference:
